@@ -1,0 +1,1 @@
+"""API keys: scoped, hashed, expiring and rotatable credentials for the REST API."""

@@ -1,0 +1,130 @@
+"""The application factory: settings in, a FastAPI app with every feature's routes out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline.core import _STATIC_PATH as SWAGGER_ASSETS
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from hostatlas import __version__
+from hostatlas.apikeys.routes import router as api_keys_router
+from hostatlas.apikeys.usage import KeyUsageTracker
+from hostatlas.db.engine import Database
+from hostatlas.http.errors import install_error_handlers
+from hostatlas.http.middleware import ApiGuard
+from hostatlas.http.ratelimit import RateLimiter
+from hostatlas.settings import Settings, get_settings
+from hostatlas.worker import Worker
+
+log = structlog.get_logger(__name__)
+
+API_DESCRIPTION = """
+Every feature of the HostAtlas dashboard is backed by this API.
+
+**Authentication**: `Authorization: Bearer sk_live_...`. Each operation lists the scopes it needs;
+`<resource>:write` implies `<resource>:read` and `*` grants everything.
+
+**Errors** always come as `{"error": {"code", "message", "status", "request_id", "fields"?}}`.
+
+**Lists** answer `{"data": [...], "meta": {"total", "per_page", "next_cursor"}}`; pass `?cursor=` to page,
+`?sort=field` or `?sort=-field` to order, and field names to filter.
+
+**Rate limits** are on every response: `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`;
+a 429 adds `Retry-After`.
+"""
+
+
+async def _flush_periodically(app: FastAPI) -> None:
+    """Write buffered bookkeeping (API key last use) every flush_interval seconds."""
+    state = app.state
+    while True:
+        await asyncio.sleep(state.settings.flush_interval)
+        try:
+            await run_in_threadpool(state.key_usage.flush, state.db)
+        except Exception:
+            log.exception("flush_failed")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state
+    flusher = asyncio.create_task(_flush_periodically(app))
+    worker_thread = None
+    if state.run_worker:
+        worker_thread = threading.Thread(target=state.worker.run_forever, name="hostatlas-worker", daemon=True)
+        worker_thread.start()
+    try:
+        yield
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        state.worker.stopping.set()
+        if worker_thread is not None:
+            worker_thread.join(timeout=10)
+        state.key_usage.flush(state.db)
+        if state.owns_db:
+            state.db.dispose()
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None,
+               run_worker: bool = False) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="HostAtlas API", version=__version__, description=API_DESCRIPTION,
+        openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None, lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.owns_db = db is None
+    app.state.db = db or Database(settings.resolved_database_url)
+    app.state.key_usage = KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution))
+    app.state.worker = Worker(app.state.db, settings)
+    app.state.run_worker = run_worker
+
+    install_error_handlers(app)
+    app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
+                       max_body_bytes=settings.max_body_bytes)
+    app.include_router(api_keys_router)
+    _add_operational_routes(app)
+    return app
+
+
+def _add_operational_routes(app: FastAPI) -> None:
+    app.mount("/api/v1/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="explorer-assets")
+
+    @app.get("/api/v1/docs", include_in_schema=False)
+    def explorer() -> HTMLResponse:
+        """The interactive API explorer, served from local assets: it works with no internet access."""
+        return get_swagger_ui_html(
+            openapi_url="/api/v1/openapi.json", title="HostAtlas API explorer",
+            swagger_js_url="/api/v1/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/api/v1/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/api/v1/docs/assets/favicon.png",
+            swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        )
+
+    @app.get("/healthz", tags=["Operations"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["Operations"], summary="The database answers",
+             responses={503: {"description": "The database does not answer"}})
+    def readyz(request: Request) -> JSONResponse:
+        try:
+            with request.app.state.db.session(write=False) as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("not_ready", error=type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})

@@ -1,0 +1,1 @@
+"""HTTP conventions shared by every endpoint: errors, auth, pagination, rate limits, body guards."""

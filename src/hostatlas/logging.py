@@ -1,0 +1,27 @@
+"""structlog set-up: key=value lines for people, JSON lines when HOSTATLAS_LOG_JSON is set.
+
+Nothing here logs request bodies or headers, so secrets (API keys, agent tokens) never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+
+
+def configure(level: str = "INFO", *, json: bool = False) -> None:
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        cache_logger_on_first_use=True,
+    )

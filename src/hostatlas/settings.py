@@ -1,0 +1,59 @@
+"""Runtime settings, read from ``HOSTATLAS_*`` environment variables and an optional ``.env`` file.
+
+Every duration is a setting so that tests can shrink it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("hostatlas-data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOSTATLAS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""  # empty: an SQLite file under data_dir
+    clickhouse_url: str | None = None
+    redis_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+
+    offline_after: float = 300.0
+    worker_tick: float = 1.0
+    webhook_retry_schedule: str = "60,300,1800,7200,86400"
+    webhook_allow_private: bool = False
+
+    rate_limit: str = "600/minute"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # How stale an API key's recorded last_used_at may get before a request refreshes it.
+    key_usage_resolution: float = 60.0
+    # How often buffered bookkeeping writes (key usage, check-ins) are flushed.
+    flush_interval: float = 1.0
+    default_rotation_grace: int = 86_400
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hostatlas.db').as_posix()}"
+
+    @property
+    def retry_schedule(self) -> list[float]:
+        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

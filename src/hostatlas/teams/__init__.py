@@ -1,0 +1,1 @@
+"""Teams: the tenant every resource belongs to."""

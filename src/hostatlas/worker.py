@@ -1,0 +1,68 @@
+"""The background worker: one loop of jobs, the database as the queue.
+
+Each job is a function ``(Database, Settings, now) -> int`` that does one bounded step and returns how
+much it did; the loop calls every job once per tick. Jobs claim their rows with conditional updates or
+``FOR UPDATE SKIP LOCKED``, so several workers can run at once. ``run_once`` is what tests call.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from types import FrameType
+
+import structlog
+
+from hostatlas.clock import utcnow
+from hostatlas.db.engine import Database
+from hostatlas.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Job = Callable[[Database, Settings, datetime], int]
+
+# Features append their jobs here (see each feature's jobs.py); the order is the order they run.
+JOBS: list[tuple[str, Job]] = []
+
+
+def register(name: str) -> Callable[[Job], Job]:
+    def decorate(job: Job) -> Job:
+        JOBS.append((name, job))
+        return job
+
+    return decorate
+
+
+class Worker:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.stopping = threading.Event()
+
+    def run_once(self, now: datetime | None = None) -> dict[str, int]:
+        """Run every job once; a failing job is logged and does not stop the others."""
+        done: dict[str, int] = {}
+        for name, job in JOBS:
+            try:
+                done[name] = job(self.db, self.settings, now or utcnow())
+            except Exception:
+                log.exception("job_failed", job=name)
+                done[name] = -1
+        return done
+
+    def run_forever(self) -> None:
+        log.info("worker_started", jobs=[name for name, _ in JOBS], tick=self.settings.worker_tick)
+        while not self.stopping.is_set():
+            self.run_once()
+            self.stopping.wait(self.settings.worker_tick)
+        log.info("worker_stopped")
+
+    def stop_on_signals(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("worker_stopping", signal=signum)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
