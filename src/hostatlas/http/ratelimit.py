@@ -27,7 +27,7 @@ class Decision:
     allowed: bool
     limit: int
     remaining: int
-    reset_at: int  # unix seconds
+    reset_at: float  # unix seconds
 
     @property
     def retry_after(self) -> int:
@@ -35,7 +35,7 @@ class Decision:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         values = [("X-RateLimit-Limit", self.limit), ("X-RateLimit-Remaining", self.remaining),
-                  ("X-RateLimit-Reset", self.reset_at)]
+                  ("X-RateLimit-Reset", math.ceil(self.reset_at))]
         if not self.allowed:
             values.append(("Retry-After", self.retry_after))
         return [(name.lower().encode(), str(value).encode()) for name, value in values]
@@ -67,5 +67,5 @@ class RateLimiter:
         except Exception as exc:
             # A limiter outage must not take the API down with it: let the request through, loudly.
             log.warning("rate_limiter_unavailable", error=type(exc).__name__)
-            return Decision(True, self.item.amount, self.item.amount, int(time.time()) + self.item.get_expiry())
-        return Decision(allowed, self.item.amount, stats.remaining, math.ceil(stats.reset_time))
+            return Decision(True, self.item.amount, self.item.amount, time.time() + self.item.get_expiry())
+        return Decision(allowed, self.item.amount, stats.remaining, stats.reset_time)

@@ -1,0 +1,3 @@
+from hostatlas.cli import app
+
+app(prog_name="hostatlas")

@@ -1,0 +1,120 @@
+"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+The schema is made once per backend and test run, by the real migrations. Each test then starts from
+a clean database (every table emptied, the migration's ``default`` team kept), so tests never see each
+other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, delete, text
+
+from hostatlas.app import create_app
+from hostatlas.db import migrate
+from hostatlas.db.engine import Database
+from hostatlas.db.models import metadata
+from hostatlas.settings import Settings
+from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
+from tests.support import Story, make_story
+
+POSTGRES_URL = os.environ.get("HOSTATLAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("HOSTATLAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, reachable: bool, detail: str) -> None:
+    """Skip when a service is missing on a developer's machine; under CI a missing service is a failure."""
+    if reachable:
+        return
+    message = f"{name} is not reachable ({detail})"
+    if IN_CI:
+        pytest.fail(f"{message}: CI requires it", pytrace=False)
+    pytest.skip(f"{message}: skipping the tests that need it")
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"{POSTGRES_URL}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    """A private schema in the test database, so parallel runs and leftovers never collide."""
+    problem = _postgres_problem()
+    require_service("PostgreSQL", problem is None, problem or "")
+    schema = f"hostatlas_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hostatlas.db'}"
+    return str(request.getfixturevalue("postgres_schema_url"))
+
+
+@pytest.fixture(scope="session")
+def migrated_db(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+
+
+def _empty_tables(db: Database) -> None:
+    with db.session(write=True) as session:
+        for table in reversed(metadata.sorted_tables):
+            if table.name == Team.__tablename__:
+                session.execute(delete(Team).where(Team.slug != DEFAULT_TEAM_SLUG))
+            else:
+                session.execute(table.delete())
+
+
+@pytest.fixture
+def db(migrated_db: Database) -> Iterator[Database]:
+    _empty_tables(migrated_db)
+    yield migrated_db
+    _empty_tables(migrated_db)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        data_dir=tmp_path,
+        rate_limit="100000/minute",
+        flush_interval=3600,  # tests flush explicitly
+    )
+
+
+@pytest.fixture
+def client(db: Database, settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings, db=db)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def story(db: Database) -> Story:
+    return make_story(db)

@@ -1,0 +1,101 @@
+"""Test helpers: a story of two teams, key makers, and a real ``hostatlas serve`` on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from hostatlas.apikeys import service as api_keys
+from hostatlas.clock import utcnow
+from hostatlas.db.engine import Database
+from hostatlas.teams import service as teams
+from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Plan
+
+
+@dataclass
+class Story:
+    """Team A (the default team, with an admin key and a teammate's narrower key) and outsider team B."""
+
+    db: Database
+    team_a: int
+    team_b: int
+    admin_a: str
+    reader_a: str
+    admin_b: str
+
+    def key(self, team_id: int, scopes: list[str], *, name: str = "test",
+            expires_at: datetime | None = None) -> str:
+        return issue_key(self.db, team_id, scopes, name=name, expires_at=expires_at)
+
+
+def issue_key(db: Database, team_id: int, scopes: list[str], *, name: str = "test",
+              expires_at: datetime | None = None) -> str:
+    with db.session(write=True) as session:
+        return api_keys.create_key(session, team_id=team_id, name=name, scopes=scopes,
+                                   expires_at=expires_at, now=utcnow()).raw
+
+
+def make_story(db: Database) -> Story:
+    with db.session(write=True) as session:
+        team_a = teams.get_team_by_slug(session, DEFAULT_TEAM_SLUG).id
+        team_b = teams.create_team(session, "outsiders", plan=Plan.FREE).id
+    return Story(
+        db=db, team_a=team_a, team_b=team_b,
+        admin_a=issue_key(db, team_a, ["*"], name="admin A"),
+        reader_a=issue_key(db, team_a, ["servers:read"], name="teammate A"),
+        admin_b=issue_key(db, team_b, ["*"], name="admin B"),
+    )
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hostatlas_command() -> list[str]:
+    return [sys.executable, "-m", "hostatlas"]
+
+
+@contextmanager
+def running_server(workdir: Path, env: dict[str, str], *, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """``hostatlas serve`` as a real process on a free loopback port; yields its base URL."""
+    port = free_port()
+    full_env = {**os.environ, **env}
+    log = open(workdir / f"serve-{port}.log", "w")  # noqa: SIM115 - closed in finally
+    process = subprocess.Popen([*hostatlas_command(), "serve", "--port", str(port), *extra_args],
+                               cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start: {(workdir / f'serve-{port}.log').read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
