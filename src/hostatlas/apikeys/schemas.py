@@ -55,6 +55,13 @@ class ApiKeyRotate(BaseModel):
 
 
 class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "name": "CI/CD Pipeline", "status": "active", "masked_key": "sk_live_••••••••••••••••3f7a",
+        "scopes": ["metrics:read", "servers:read"], "created_at": "2026-03-01T09:00:00Z",
+        "expires_at": "2026-06-21T00:00:00Z", "last_used_at": "2026-03-21T14:30:00Z", "last_used_ip": "10.0.1.5",
+        "revoked_at": None, "rotated_at": None, "rotated_from_id": None,
+    }]})
+
     id: int
     name: str
     status: KeyStatus
