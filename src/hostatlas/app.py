@@ -17,13 +17,20 @@ from fastapi_offline.core import _STATIC_PATH as SWAGGER_ASSETS
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from hostatlas import __version__
+from hostatlas import __version__, jobs
+from hostatlas.agentapi.auth import AgentAuthenticator
+from hostatlas.agentapi.routes import router as agent_router
+from hostatlas.agentconfig.routes import router as agent_config_router
 from hostatlas.apikeys.routes import router as api_keys_router
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
+from hostatlas.events.routes import router as events_router
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import RateLimiter
+from hostatlas.inventory.routes import router as inventory_router
+from hostatlas.servers.checkins import CheckinBuffer
+from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings
 from hostatlas.worker import Worker
 
@@ -45,13 +52,18 @@ a 429 adds `Retry-After`.
 """
 
 
-async def _flush_periodically(app: FastAPI) -> None:
-    """Write buffered bookkeeping (API key last use) every flush_interval seconds."""
+def flush_buffers(app: FastAPI) -> None:
+    """Write what requests buffered in memory: check-ins, API key last use."""
     state = app.state
+    state.checkins.flush(state.db)
+    state.key_usage.flush(state.db)
+
+
+async def _flush_periodically(app: FastAPI) -> None:
     while True:
-        await asyncio.sleep(state.settings.flush_interval)
+        await asyncio.sleep(app.state.settings.flush_interval)
         try:
-            await run_in_threadpool(state.key_usage.flush, state.db)
+            await run_in_threadpool(flush_buffers, app)
         except Exception:
             log.exception("flush_failed")
 
@@ -73,7 +85,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.worker.stopping.set()
         if worker_thread is not None:
             worker_thread.join(timeout=10)
-        state.key_usage.flush(state.db)
+        flush_buffers(app)
         if state.owns_db:
             state.db.dispose()
 
@@ -89,13 +101,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.owns_db = db is None
     app.state.db = db or Database(settings.resolved_database_url)
     app.state.key_usage = KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution))
-    app.state.worker = Worker(app.state.db, settings)
+    app.state.checkins = CheckinBuffer()
+    app.state.agent_auth = AgentAuthenticator(settings.agent_auth_cache_seconds)
+    app.state.worker = Worker(app.state.db, settings, jobs.ALL)
     app.state.run_worker = run_worker
 
     install_error_handlers(app)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)
-    app.include_router(api_keys_router)
+    for router in (servers_router, inventory_router, agent_config_router, events_router, agent_router,
+                   api_keys_router):
+        app.include_router(router)
     _add_operational_routes(app)
     return app
 

@@ -73,10 +73,11 @@ def _app_for_workers() -> object:
 @app.command("worker")
 def run_worker() -> None:
     """Run the background worker alone (several may run at once)."""
+    from hostatlas.jobs import ALL
     from hostatlas.worker import Worker
 
     db = _migrated_database()
-    runner = Worker(db, get_settings())
+    runner = Worker(db, get_settings(), ALL)
     runner.stop_on_signals()
     runner.run_forever()
 

@@ -31,6 +31,10 @@ class LatestValues(Generic[K, V]):
             values, self._values = self._values, {}
         return values
 
+    def drain_key(self, key: K) -> V | None:
+        with self._lock:
+            return self._values.pop(key, None)
+
     def restore(self, values: dict[K, V]) -> None:
         """Put back what a failed flush drained, without overwriting anything newer."""
         with self._lock:

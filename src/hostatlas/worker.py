@@ -1,8 +1,9 @@
 """The background worker: one loop of jobs, the database as the queue.
 
-Each job is a function ``(Database, Settings, now) -> int`` that does one bounded step and returns how
-much it did; the loop calls every job once per tick. Jobs claim their rows with conditional updates or
-``FOR UPDATE SKIP LOCKED``, so several workers can run at once. ``run_once`` is what tests call.
+Each job (listed in ``hostatlas.jobs``) is a function ``(Database, Settings, now) -> int`` that does
+one bounded step and returns how much it did; the loop calls every job once per tick. Jobs claim
+their rows with conditional updates or ``FOR UPDATE SKIP LOCKED``, so several workers can run at once.
+``run_once`` is what tests call.
 """
 
 from __future__ import annotations
@@ -23,28 +24,17 @@ log = structlog.get_logger(__name__)
 
 Job = Callable[[Database, Settings, datetime], int]
 
-# Features append their jobs here (see each feature's jobs.py); the order is the order they run.
-JOBS: list[tuple[str, Job]] = []
-
-
-def register(name: str) -> Callable[[Job], Job]:
-    def decorate(job: Job) -> Job:
-        JOBS.append((name, job))
-        return job
-
-    return decorate
-
-
 class Worker:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, jobs: list[tuple[str, Job]]) -> None:
         self.db = db
         self.settings = settings
+        self.jobs = jobs
         self.stopping = threading.Event()
 
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """Run every job once; a failing job is logged and does not stop the others."""
         done: dict[str, int] = {}
-        for name, job in JOBS:
+        for name, job in self.jobs:
             try:
                 done[name] = job(self.db, self.settings, now or utcnow())
             except Exception:
@@ -53,7 +43,7 @@ class Worker:
         return done
 
     def run_forever(self) -> None:
-        log.info("worker_started", jobs=[name for name, _ in JOBS], tick=self.settings.worker_tick)
+        log.info("worker_started", jobs=[name for name, _ in self.jobs], tick=self.settings.worker_tick)
         while not self.stopping.is_set():
             self.run_once()
             self.stopping.wait(self.settings.worker_tick)

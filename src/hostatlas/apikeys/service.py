@@ -106,6 +106,8 @@ def rotate_key(session: Session, *, team_id: int, key_id: int, grace: timedelta,
 
 def authenticate(session: Session, raw: str, now: datetime) -> ApiKey:
     """The active key behind a raw secret, or ``Unauthenticated`` with a code that says why not."""
+    if raw.startswith(tokens.AGENT_TOKEN_PREFIX):
+        raise Unauthenticated("wrong_token_type", "Agent tokens only work on /api/v1/agent/ endpoints")
     if not tokens.is_well_formed(raw, tokens.API_KEY_PREFIX):
         raise Unauthenticated("invalid_api_key", "The API key is not valid")
     record = session.scalar(select(ApiKey).where(ApiKey.key_hash == tokens.hash_token(raw)))

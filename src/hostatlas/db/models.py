@@ -1,9 +1,14 @@
 """Imports every feature's models so the metadata is complete for Alembic and the test fixtures."""
 
+from hostatlas.agentconfig.models import AgentConfigOverride
 from hostatlas.apikeys.models import ApiKey
 from hostatlas.db.base import Base
+from hostatlas.events.models import Event
+from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, Service
+from hostatlas.servers.models import AgentToken, Server, ServerTag
 from hostatlas.teams.models import Team
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Team", "metadata"]
+__all__ = ["AgentConfigOverride", "AgentToken", "ApiKey", "Certificate", "Container", "Domain", "Event",
+           "InventoryChange", "Server", "ServerTag", "Service", "Team", "metadata"]

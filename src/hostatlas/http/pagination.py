@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -110,3 +111,9 @@ def paginate(session: Session, stmt: Select[Row], *, id_column: InstrumentedAttr
         last = rows[-1]
         next_cursor = _encode(sort, getattr(last, column.key), getattr(last, id_column.key))
     return PageResult(rows, total, params.per_page, next_cursor)
+
+
+def page_of(result: PageResult[Row], render: Callable[[Row], T]) -> Page[T]:
+    """The list envelope for a page of rows, each rendered to its response shape."""
+    return Page(data=[render(row) for row in result.rows],
+                meta=PageMeta(total=result.total, per_page=result.per_page, next_cursor=result.next_cursor))

@@ -1,0 +1,94 @@
+"""``/api/v1/agent/...``: what agents call. Thin handlers over the servers, inventory and config services."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, Security
+from sqlalchemy.orm import Session
+
+from hostatlas.agentapi.auth import AgentIdentity, agent_identity
+from hostatlas.agentapi.schemas import (
+    CheckInRequest,
+    CheckInResponse,
+    DiscoveryRequest,
+    DiscoveryResponse,
+    KindChanges,
+    RegisterRequest,
+    RegisterResponse,
+)
+from hostatlas.agentconfig import service as agent_config
+from hostatlas.agentconfig.schemas import EffectiveConfig
+from hostatlas.clock import utcnow
+from hostatlas.errors import NotFound, Unauthenticated
+from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.docs import errors
+from hostatlas.inventory.discovery import apply_snapshot
+from hostatlas.servers import service as servers
+from hostatlas.servers.checkins import Checkin
+from hostatlas.servers.models import Server
+from hostatlas.teams.models import Team
+
+router = APIRouter(prefix="/api/v1/agent", tags=["Agent API"])
+
+Agent = Annotated[AgentIdentity, Depends(agent_identity)]
+AGENT_ERRORS = errors(400, 413, 415, 422)
+
+
+def _own_server(session: Session, agent: AgentIdentity) -> Server:
+    try:
+        return servers.get_server(session, team_id=agent.team_id, server_id=agent.server_id)
+    except NotFound:
+        # The server was deleted while a cached token still pointed at it.
+        raise Unauthenticated("invalid_agent_token", "This server was removed; register the agent again") from None
+
+
+@router.post("/register", status_code=201, response_model=RegisterResponse, responses=errors(400, 413, 415, 422),
+             summary="Enrol an agent",
+             description="Needs an API key with `agent:register`. The same machine_id again is the same server: "
+                         "a fresh token is issued and the old one revoked. A free team enrols at most 3 servers "
+                         "(403 `plan_limit_reached`).")
+def register(body: RegisterRequest, request: Request, session: DbSession,
+             principal: Annotated[Principal, Security(authenticated, scopes=["agent:register"])]) -> RegisterResponse:
+    team = session.get_one(Team, principal.team_id)
+    facts = servers.HostFacts(**body.model_dump())
+    enrolment = servers.register(session, team, facts, utcnow())
+    request.app.state.agent_auth.forget_server(enrolment.server.id)
+    return RegisterResponse(server_id=enrolment.server.id, agent_token=enrolment.token, created=enrolment.created)
+
+
+@router.post("/check-in", response_model=CheckInResponse, responses=AGENT_ERRORS, summary="Health check-in",
+             description="Every 60 s. Buffered in memory and written once per flush interval, so a check-in costs "
+                         "no database write of its own.")
+async def check_in(body: CheckInRequest, request: Request, agent: Agent) -> CheckInResponse:
+    now = utcnow()
+    request.app.state.checkins.note(agent.server_id, Checkin(at=now, agent_version=body.agent_version,
+                                                              uptime_s=body.uptime_s, boot_id=body.boot_id))
+    return CheckInResponse(server_id=agent.server_id, received_at=now)
+
+
+@router.post("/discovery", response_model=DiscoveryResponse, responses=AGENT_ERRORS, summary="Discovery snapshot",
+             description="Services, domains, containers and certificates found on the host. Each kind present is a "
+                         "full snapshot, diffed against the stored one; the answer lists what was added, changed "
+                         "and removed, and the changes are kept (GET /api/v1/servers/{id}/changes).")
+def discovery(body: DiscoveryRequest, agent: Agent, session: DbSession) -> DiscoveryResponse:
+    server = _own_server(session, agent)
+    snapshot: dict[str, Any] = {kind: [item.model_dump() for item in items] if items is not None else None
+                                for kind, items in body}
+    diffs = apply_snapshot(session, server, snapshot, utcnow())
+    summary = {action: sum(len(getattr(diff, action)) for diff in diffs.values())
+               for action in ("added", "changed", "removed")}
+    return DiscoveryResponse(summary=summary, **{kind: KindChanges(**vars(diff)) for kind, diff in diffs.items()})
+
+
+@router.get("/config", response_model=EffectiveConfig, responses={304: {"description": "Unchanged since the ETag"},
+                                                                 **errors()},
+            summary="Pull the agent's config", description="Send the last ETag as If-None-Match to get a 304.")
+def config(request: Request, response: Response, agent: Agent, session: DbSession) -> EffectiveConfig | Response:
+    server = _own_server(session, agent)
+    effective = agent_config.effective(session, server.team_id, server.id)
+    etag = f'"{effective.version}"'
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return effective

@@ -1,0 +1,1 @@
+"""Remote agent configuration: team defaults, per-server overrides, served to agents with an ETag."""

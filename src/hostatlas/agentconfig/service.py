@@ -1,0 +1,66 @@
+"""Effective agent config: built-in defaults, overlaid by the team's defaults, then by the server's."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hostatlas.agentconfig.models import AgentConfigOverride
+from hostatlas.agentconfig.schemas import FEATURES, AgentSettings, EffectiveConfig
+from hostatlas.errors import FieldProblem, InvalidInput
+
+BUILT_IN: dict[str, Any] = {
+    "metrics_interval": 15,
+    "checkin_interval": 60,
+    "log_paths": [],
+    "features": dict.fromkeys(FEATURES, True),
+}
+
+
+def _override(session: Session, team_id: int, server_id: int | None) -> AgentConfigOverride | None:
+    stmt = select(AgentConfigOverride).where(AgentConfigOverride.team_id == team_id)
+    stmt = stmt.where(AgentConfigOverride.server_id.is_(None) if server_id is None
+                      else AgentConfigOverride.server_id == server_id)
+    return session.scalar(stmt)
+
+
+def overrides(session: Session, team_id: int, server_id: int | None) -> dict[str, Any]:
+    row = _override(session, team_id, server_id)
+    return dict(row.values) if row else {}
+
+
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    merged = {key: (dict(value) if isinstance(value, dict) else value) for key, value in BUILT_IN.items()}
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "features":
+                merged["features"].update(value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def effective(session: Session, team_id: int, server_id: int | None) -> EffectiveConfig:
+    layers = [overrides(session, team_id, None)]
+    if server_id is not None:
+        layers.append(overrides(session, team_id, server_id))
+    values = merge(*layers)
+    digest = hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return EffectiveConfig(version=digest, **values)
+
+
+def replace(session: Session, team_id: int, server_id: int | None, settings: AgentSettings) -> None:
+    unknown = sorted(set(settings.features or {}) - set(FEATURES))
+    if unknown:
+        raise InvalidInput([FieldProblem("features", "unknown_feature", f"Unknown features: {', '.join(unknown)}")])
+    row = _override(session, team_id, server_id)
+    if row is None:
+        row = AgentConfigOverride(team_id=team_id, server_id=server_id)
+        session.add(row)
+    row.values = settings.set_values()
+    session.flush()
+

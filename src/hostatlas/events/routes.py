@@ -1,0 +1,43 @@
+"""``/api/v1/events``: the team's event feed, for dashboards and for consumers catching up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Security
+from sqlalchemy import select
+
+from hostatlas.events.models import Event
+from hostatlas.events.schemas import EventOut
+from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.docs import errors
+from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
+from hostatlas.http.types import TimestampIn
+
+router = APIRouter(prefix="/api/v1/events", tags=["Events"])
+
+Reader = Annotated[Principal, Security(authenticated, scopes=["servers:read"])]
+
+
+@router.get("", response_model=Page[EventOut], responses=errors(422), summary="List events",
+            description="Newest first by default. To catch up after downtime, page with `sort=id` from the "
+                        "last id you processed (`after_id`), following `next_cursor`.")
+def list_events(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
+                type: list[str] | None = Query(None, description="Event type(s), e.g. server.offline"),
+                server_id: int | None = Query(None),
+                after_id: int | None = Query(None, ge=0, description="Only events with a larger id"),
+                since: TimestampIn | None = Query(None, description="Created at or after (ISO-8601)"),
+                until: TimestampIn | None = Query(None, description="Created before (ISO-8601)")) -> Page[EventOut]:
+    stmt = select(Event).where(Event.team_id == principal.team_id)
+    if type:
+        stmt = stmt.where(Event.type.in_(type))
+    if server_id is not None:
+        stmt = stmt.where(Event.server_id == server_id)
+    if after_id is not None:
+        stmt = stmt.where(Event.id > after_id)
+    if since is not None:
+        stmt = stmt.where(Event.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Event.created_at < until)
+    page = paginate(session, stmt, id_column=Event.id, params=params, sortable={"created_at": Event.created_at})
+    return page_of(page, EventOut.of)

@@ -1,0 +1,26 @@
+"""Writing and reading the event feed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from hostatlas.events.models import Event
+
+# The event types the platform emits; features add theirs here.
+SERVER_OFFLINE = "server.offline"
+SERVER_ONLINE = "server.online"
+SERVER_REGISTERED = "server.registered"
+SERVER_DELETED = "server.deleted"
+INVENTORY_CHANGED = "inventory.changed"
+
+
+def record(session: Session, *, team_id: int, type: str, resource_type: str, resource_id: int | None,
+           payload: dict[str, Any], at: datetime, server_id: int | None = None) -> Event:
+    """Add an event to the caller's transaction: it exists exactly when the change that caused it does."""
+    event = Event(team_id=team_id, type=type, resource_type=resource_type, resource_id=resource_id,
+                  server_id=server_id, payload=payload, created_at=at)
+    session.add(event)
+    return event

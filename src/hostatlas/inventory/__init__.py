@@ -1,0 +1,1 @@
+"""What agents discover on a server: services, domains, containers and certificates, with history."""

@@ -1,0 +1,1 @@
+"""Servers: the hosts agents enrol, their status, tags and agent tokens."""
