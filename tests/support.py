@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -99,3 +100,36 @@ def running_server(workdir: Path, env: dict[str, str], *, extra_args: tuple[str,
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def host_facts(machine_id: str = "machine-web-prod-01", hostname: str = "web-prod-01") -> dict[str, object]:
+    return {"machine_id": machine_id, "hostname": hostname, "ip_address": "10.0.1.12", "os": "Ubuntu 22.04.3 LTS",
+            "kernel": "6.2.0-39-generic", "cpu_cores": 4, "ram_total_mb": 8192, "agent_version": "1.4.2"}
+
+
+def enrol(client: httpx.Client | Any, key: str, **facts: str) -> tuple[int, str]:
+    """Register an agent like the real one does; returns (server_id, agent token)."""
+    response = client.post("/api/v1/agent/register", headers=bearer(key), json=host_facts(**facts))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return int(body["server_id"]), str(body["agent_token"])
+
+
+SEED_SNAPSHOT: dict[str, list[dict[str, object]]] = {
+    "services": [
+        {"name": "nginx", "version": "1.24.0", "status": "running", "unit": "nginx.service", "pid": 812,
+         "ports": [80, 443], "log_paths": ["/var/log/nginx/error.log"]},
+        {"name": "postgresql", "version": "15.4", "status": "running", "unit": "postgresql.service", "pid": 901,
+         "ports": [5432], "log_paths": []},
+        {"name": "redis", "version": "7.2.3", "status": "running", "unit": "redis.service", "pid": 955,
+         "ports": [6379], "log_paths": []},
+    ],
+    "domains": [
+        {"name": "app.example.com", "source": "nginx", "ssl_expiry": "2026-08-14"},
+        {"name": "api.example.com", "source": "nginx", "ssl_expiry": "2026-08-14"},
+    ],
+    "containers": [{"id": "3f2a9c1b7d4e", "name": "worker", "image": "acme/worker:2.1", "status": "running"}],
+    "certificates": [{"path": "/etc/letsencrypt/live/app.example.com/fullchain.pem", "subject": "CN=app.example.com",
+                      "issuer": "CN=R3, O=Let's Encrypt", "domains": ["app.example.com", "api.example.com"],
+                      "not_after": "2026-08-14T12:00:00Z"}],
+}

@@ -25,9 +25,11 @@ from hostatlas.apikeys.routes import router as api_keys_router
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
 from hostatlas.events.routes import router as events_router
+from hostatlas.http.compression import RequestDecompression
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import RateLimiter
+from hostatlas.logging import configure as configure_logging
 from hostatlas.inventory.routes import router as inventory_router
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
@@ -93,6 +95,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, db: Database | None = None,
                run_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
     app = FastAPI(
         title="HostAtlas API", version=__version__, description=API_DESCRIPTION,
         openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None, lifespan=_lifespan,
@@ -107,6 +110,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.run_worker = run_worker
 
     install_error_handlers(app)
+    # Added first so that it runs inside ApiGuard: the guard caps the compressed bytes and sets the request id.
+    app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)
     for router in (servers_router, inventory_router, agent_config_router, events_router, agent_router,

@@ -1,6 +1,7 @@
 """structlog set-up: key=value lines for people, JSON lines when HOSTATLAS_LOG_JSON is set.
 
-Nothing here logs request bodies or headers, so secrets (API keys, agent tokens) never reach a log.
+Nothing here logs request bodies or headers, and tracebacks are plain (no local variables, which
+could hold a raw key), so secrets (API keys, agent tokens) never reach a log.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import structlog
 
 def configure(level: str = "INFO", *, json: bool = False) -> None:
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

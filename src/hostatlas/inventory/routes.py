@@ -44,7 +44,7 @@ def _page(session: Session, principal: Principal, stmt: Select[Row], model: type
     page = paginate(session, stmt, id_column=model.id, params=params,  # type: ignore[attr-defined]
                     sortable={**sortable, "updated_at": model.updated_at}, default_sort="id")
     hostnames = dict(session.execute(select(Server.id, Server.hostname)
-                                     .where(Server.id.in_({row.server_id for row in page.rows}))).tuples().all())
+                                     .where(Server.id.in_({row.server_id for row in page.rows}))).all())
     return page_of(page, lambda row: render(row, ServerRef(id=row.server_id, hostname=hostnames[row.server_id])))
 
 

@@ -1,0 +1,101 @@
+"""Offline detection: the worker's sweep, the events it writes, and several workers racing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from hostatlas.app import create_app
+from hostatlas.clock import utcnow
+from hostatlas.db.engine import Database
+from hostatlas.events.models import Event
+from hostatlas.jobs import ALL
+from hostatlas.servers.jobs import mark_offline
+from hostatlas.settings import Settings
+from hostatlas.worker import Worker
+from tests.support import Story, bearer, enrol, hostatlas_command, running_server
+
+
+def _events(db: Database, kind: str) -> list[Event]:
+    with db.session(write=False) as session:
+        return list(session.scalars(select(Event).where(Event.type == kind).order_by(Event.id)))
+
+
+def test_silent_server_goes_offline_once_and_back_online(db: Database, settings: Settings, story: Story) -> None:
+    fast = settings.model_copy(update={"offline_after": 300, "flush_interval": 1})
+    with TestClient(create_app(fast, db=db)) as client:
+        server_id, token = enrol(client, story.admin_a)
+        start = utcnow()
+        worker = Worker(db, fast, ALL)
+        # Just inside the window (plus one flush interval of slack): still online.
+        assert worker.run_once(start + timedelta(seconds=300))["servers.mark_offline"] == 0
+        assert worker.run_once(start + timedelta(seconds=302))["servers.mark_offline"] == 1
+        assert mark_offline(db, fast, start + timedelta(seconds=400)) == 0
+
+        offline = _events(db, "server.offline")
+        assert len(offline) == 1
+        payload = offline[0].payload
+        assert payload["server"]["id"] == server_id and payload["server"]["status"] == "offline"
+        assert payload["previous_status"] == "online" and payload["offline_since"].endswith("Z")
+        assert {"hostname", "ip_address", "last_seen_at"} <= set(payload["server"])
+        detail = client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()
+        assert detail["status"] == "offline" and detail["offline_since"] is not None
+
+        assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
+        client.app.state.checkins.flush(db)  # type: ignore[attr-defined]
+        client.post("/api/v1/agent/check-in", headers=bearer(token), json={})
+        client.app.state.checkins.flush(db)  # type: ignore[attr-defined]
+        online = _events(db, "server.online")
+        assert len(online) == 1
+        assert online[0].payload["server"]["status"] == "online"
+        assert online[0].payload["previous_status"] == "offline"
+        assert client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()["status"] == "online"
+
+        feed = client.get(f"/api/v1/events?server_id={server_id}&sort=id", headers=bearer(story.admin_a)).json()
+        assert [e["type"] for e in feed["data"]] == ["server.registered", "server.offline", "server.online"]
+        assert feed["data"][1]["data"] == payload
+
+
+def test_two_worker_processes_fire_exactly_one_offline_event(db: Database, story: Story, database_url: str,
+                                                              tmp_path: Path) -> None:
+    if db.is_sqlite:
+        pytest.skip("the multi-process race is the PostgreSQL deployment; SQLite serialises writers anyway")
+    env = {"HOSTATLAS_DATABASE_URL": database_url, "HOSTATLAS_OFFLINE_AFTER": "2", "HOSTATLAS_WORKER_TICK": "0.1",
+           "HOSTATLAS_FLUSH_INTERVAL": "0.2"}
+    workers = [subprocess.Popen([*hostatlas_command(), "worker"], cwd=tmp_path, env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        with running_server(tmp_path, env, extra_args=("--no-worker",)) as base, httpx.Client(base_url=base) as http:
+            server_id, token = enrol(http, story.admin_a)
+            assert http.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
+            last_checkin = time.monotonic()
+            while not _events(db, "server.offline") and time.monotonic() - last_checkin < 10:
+                time.sleep(0.05)
+            went_offline_after = time.monotonic() - last_checkin
+            assert went_offline_after < 4, went_offline_after
+            time.sleep(1)  # give a double-fire every chance to happen
+            assert len(_events(db, "server.offline")) == 1
+
+            assert http.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
+            deadline = time.monotonic() + 5
+            while not _events(db, "server.online") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            assert len(_events(db, "server.online")) == 1
+            with db.session(write=False) as session:
+                assert session.scalar(select(func.count()).select_from(Event)
+                                      .where(Event.server_id == server_id, Event.type == "server.offline")) == 1
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            assert worker.wait(timeout=15) == 0  # SIGTERM is a clean stop
+
