@@ -77,7 +77,8 @@ def test_same_machine_is_the_same_server_with_a_fresh_token(client: TestClient, 
     assert again.json()["server_id"] == first_id and again.json()["created"] is False
     refused = client.post("/api/v1/agent/check-in", headers=bearer(old_token), json={})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "agent_token_revoked"
-    assert client.post("/api/v1/agent/check-in", headers=bearer(again.json()["agent_token"]), json={}).status_code == 200
+    fresh = again.json()["agent_token"]
+    assert client.post("/api/v1/agent/check-in", headers=bearer(fresh), json={}).status_code == 200
     assert client.get("/api/v1/servers", headers=bearer(story.admin_a)).json()["meta"]["total"] == 1
 
 
@@ -153,7 +154,8 @@ def test_agent_config_layers_and_etag(client: TestClient, story: Story) -> None:
     assert unchanged.status_code == 304 and unchanged.headers["ETag"] == etag
 
     team = client.put("/api/v1/agent-config", headers=bearer(story.admin_a),
-                      json={"metrics_interval": 30, "log_paths": ["/var/log/syslog"], "features": {"containers": False}})
+                      json={"metrics_interval": 30, "log_paths": ["/var/log/syslog"],
+                            "features": {"containers": False}})
     assert team.status_code == 200 and team.json()["effective"]["metrics_interval"] == 30
     server = client.put(f"/api/v1/servers/{server_id}/agent-config", headers=bearer(story.admin_a),
                         json={"metrics_interval": 10})

@@ -29,8 +29,8 @@ from hostatlas.http.compression import RequestDecompression
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import RateLimiter
-from hostatlas.logging import configure as configure_logging
 from hostatlas.inventory.routes import router as inventory_router
+from hostatlas.logging import configure as configure_logging
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings

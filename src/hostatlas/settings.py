@@ -30,6 +30,8 @@ class Settings(BaseSettings):
 
     rate_limit: str = "600/minute"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The cap on a gzip or zstd request body once inflated; max_body_bytes caps it as sent.
+    max_decompressed_bytes: int = Field(default=16_777_216, ge=1024)
     # How stale an API key's recorded last_used_at may get before a request refreshes it.
     key_usage_resolution: float = 60.0
     # How often buffered bookkeeping writes (key usage, check-ins) are flushed.

@@ -1,0 +1,104 @@
+"""Bad input on every agent endpoint: a clear 4xx in the envelope, nothing stored, earlier data intact."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import pytest
+import zstandard
+from fastapi.testclient import TestClient
+
+from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _state(client: TestClient, story: Story, server_id: int) -> dict[str, Any]:
+    detail = client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()
+    detail.pop("last_seen_at")
+    servers = client.get("/api/v1/servers", headers=bearer(story.admin_a)).json()["meta"]["total"]
+    changes = client.get(f"/api/v1/servers/{server_id}/changes", headers=bearer(story.admin_a)).json()["meta"]["total"]
+    return {"detail": detail, "servers": servers, "changes": changes}
+
+
+def _bomb_gzip() -> bytes:
+    return gzip.compress(b"{" + b" " * (64 * 1024 * 1024) + b"}", compresslevel=9)
+
+
+def _bomb_zstd() -> bytes:
+    return zstandard.ZstdCompressor(level=3).compress(b"[" + b"0," * (32 * 1024 * 1024) + b"0]")
+
+
+BAD_BODIES: list[tuple[str, dict[str, str], bytes, int]] = [
+    ("malformed json", JSON, b'{"services": [', 400),
+    ("wrong content type", {"Content-Type": "text/plain"}, b'{"services": []}', 415),
+    ("wrong types", JSON, b'{"services": [{"name": 5, "pid": "abc", "ports": ["x"]}], "uptime_s": "long",'
+                          b' "hostname": 7, "machine_id": []}', 422),
+    ("top-level array", JSON, b"[1, 2, 3]", 422),
+    ("truncated zstd", {**JSON, "Content-Encoding": "zstd"},
+     zstandard.ZstdCompressor().compress(b'{"services": []}' * 50)[:-7], 400),
+    ("truncated gzip", {**JSON, "Content-Encoding": "gzip"}, gzip.compress(b'{"services": []}')[:-6], 400),
+]
+
+
+@pytest.mark.parametrize("path", ["register", "check-in", "discovery"])
+@pytest.mark.parametrize(("label", "headers", "body", "status"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_bodies_are_refused_and_nothing_changes(client: TestClient, story: Story, path: str, label: str,
+                                                    headers: dict[str, str], body: bytes, status: int) -> None:
+    server_id, token = enrol(client, story.admin_a)
+    client.post("/api/v1/agent/discovery", headers=bearer(token), json=SEED_SNAPSHOT)
+    before = _state(client, story, server_id)
+    credential = story.admin_a if path == "register" else token
+    response = client.post(f"/api/v1/agent/{path}", headers={**bearer(credential), **headers}, content=body)
+    if label == "top-level array" and path == "check-in":
+        status = 422
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["status"] == status
+    assert "X-Request-Id" in response.headers
+    assert _state(client, story, server_id) == before
+
+
+@pytest.mark.parametrize(("encoding", "make"), [("gzip", _bomb_gzip), ("zstd", _bomb_zstd)])
+def test_decompression_bombs_are_refused(client: TestClient, story: Story, encoding: str, make: Any) -> None:
+    server_id, token = enrol(client, story.admin_a)
+    before = _state(client, story, server_id)
+    bomb = make()
+    assert len(bomb) < 1_048_576  # small on the wire, 64 MiB inflated
+    response = client.post("/api/v1/agent/discovery", headers={**bearer(token), **JSON, "Content-Encoding": encoding},
+                           content=bomb)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert _state(client, story, server_id) == before
+
+
+def test_compressed_bodies_are_accepted(client: TestClient, story: Story) -> None:
+    import orjson
+
+    server_id, token = enrol(client, story.admin_a)
+    raw = orjson.dumps(SEED_SNAPSHOT)
+    for encoding, packed in (("gzip", gzip.compress(raw)), ("zstd", zstandard.ZstdCompressor().compress(raw))):
+        response = client.post("/api/v1/agent/discovery",
+                               headers={**bearer(token), **JSON, "Content-Encoding": encoding}, content=packed)
+        assert response.status_code == 200, (encoding, response.text)
+    assert len(client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()["services"]) == 3
+
+
+def test_oversized_and_invalid_lists_are_field_errors(client: TestClient, story: Story) -> None:
+    server_id, token = enrol(client, story.admin_a)
+    client.post("/api/v1/agent/discovery", headers=bearer(token), json=SEED_SNAPSHOT)
+    before = _state(client, story, server_id)
+    too_many = {"services": [{"name": f"svc-{i}"} for i in range(2001)]}
+    response = client.post("/api/v1/agent/discovery", headers=bearer(token), json=too_many)
+    assert response.status_code == 422 and response.json()["error"]["fields"][0]["field"] == "services"
+    duplicated = {"services": [{"name": "nginx"}, {"name": "nginx"}], "domains": [{"name": "a.example.com"}] * 2}
+    response = client.post("/api/v1/agent/discovery", headers=bearer(token), json=duplicated)
+    assert {f["field"] for f in response.json()["error"]["fields"]} == {"services", "domains"}
+    out_of_range = {"services": [{"name": "x", "ports": [70000], "pid": -1}], "certificates": [{"path": ""}]}
+    fields = {f["field"] for f in client.post("/api/v1/agent/discovery", headers=bearer(token),
+                                              json=out_of_range).json()["error"]["fields"]}
+    assert fields == {"services[0].ports[0]", "services[0].pid", "certificates[0].path"}
+    bad_register = client.post("/api/v1/agent/register", headers=bearer(story.admin_a),
+                               json=dict(host_facts(), cpu_cores=-2, machine_id=""))
+    assert {f["field"] for f in bad_register.json()["error"]["fields"]} == {"cpu_cores", "machine_id"}
+    assert _state(client, story, server_id) == before
