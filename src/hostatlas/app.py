@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hostatlas import __version__, jobs
 from hostatlas.agentapi.auth import AgentAuthenticator
+from hostatlas.agentapi.fastpath import CheckinFastPath
 from hostatlas.agentapi.routes import router as agent_router
 from hostatlas.agentconfig.routes import router as agent_config_router
 from hostatlas.apikeys.routes import router as api_keys_router
@@ -55,10 +56,11 @@ a 429 adds `Retry-After`.
 
 
 def flush_buffers(app: FastAPI) -> None:
-    """Write what requests buffered in memory: check-ins, API key last use."""
+    """Write what requests buffered in memory (check-ins, API key last use); learn of revoked agent tokens."""
     state = app.state
     state.checkins.flush(state.db)
     state.key_usage.flush(state.db)
+    state.agent_auth.refresh(state.db)
 
 
 async def _flush_periodically(app: FastAPI) -> None:
@@ -73,6 +75,11 @@ async def _flush_periodically(app: FastAPI) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
+    try:
+        await run_in_threadpool(state.agent_auth.load_all, state.db)
+    except Exception:
+        # Serve anyway (readyz reports the database); the flusher's next refresh retries the load.
+        log.exception("agent_tokens_not_loaded")
     flusher = asyncio.create_task(_flush_periodically(app))
     worker_thread = None
     if state.run_worker:
@@ -87,7 +94,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.worker.stopping.set()
         if worker_thread is not None:
             worker_thread.join(timeout=10)
-        flush_buffers(app)
+        try:
+            flush_buffers(app)
+        except Exception:
+            log.exception("final_flush_failed")
         if state.owns_db:
             state.db.dispose()
 
@@ -110,7 +120,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.run_worker = run_worker
 
     install_error_handlers(app)
-    # Added first so that it runs inside ApiGuard: the guard caps the compressed bytes and sets the request id.
+    # The last added runs first: ApiGuard (ids, limits, size caps), then decompression, then the check-in
+    # fast path, which so sees requests exactly as the routes would.
+    app.add_middleware(CheckinFastPath)
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)

@@ -46,6 +46,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run the background worker here")] = True,
     workers: Annotated[int, typer.Option(help="HTTP worker processes (PostgreSQL only)")] = 1,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request")] = True,
 ) -> None:
     """Migrate the database if needed, then serve the API, agent API, pings and dashboard."""
     db = _migrated_database()
@@ -54,12 +55,12 @@ def serve(
     if workers > 1:
         # Every process runs its own worker thread: jobs claim their rows, so that is safe.
         uvicorn.run("hostatlas.cli:_app_for_workers", factory=True, host=host, port=port, workers=workers,
-                    log_level=settings.log_level.lower(), proxy_headers=True)
+                    log_level=settings.log_level.lower(), proxy_headers=True, access_log=access_log)
         return
     from hostatlas.app import create_app
 
     uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port,
-                log_level=settings.log_level.lower(), proxy_headers=True)
+                log_level=settings.log_level.lower(), proxy_headers=True, access_log=access_log)
 
 
 def _app_for_workers() -> object:

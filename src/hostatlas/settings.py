@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     key_usage_resolution: float = 60.0
     # How often buffered bookkeeping writes (key usage, check-ins) are flushed.
     flush_interval: float = 1.0
-    # How long a resolved agent token is trusted without asking the database again.
-    agent_auth_cache_seconds: float = 5.0
+    # How often each process reloads every active agent token; revocations reach it within a flush interval.
+    agent_auth_cache_seconds: float = 900.0
     default_rotation_grace: int = 86_400
     log_level: str = "INFO"
     log_json: bool = False

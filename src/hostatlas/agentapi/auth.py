@@ -1,9 +1,12 @@
-"""Agent tokens (``agt_...``): resolved to a server, with a short in-process cache.
+"""Agent tokens (``agt_...``): every active token is held in an in-process map to its server.
 
-Check-ins arrive a thousand a second at scale; looking every token up in the database would make
-them the platform's busiest query. A resolved token is trusted for ``agent_auth_cache_seconds``;
-deleting or re-enrolling a server evicts its tokens in this process at once, and in other processes
-within that many seconds.
+At 60,000 hosts checking in once a minute, each token is seen once a minute, so a cache that fills on
+demand and expires would miss nearly every time, and token lookups would be the platform's busiest
+query. Instead each process loads all active tokens at start (one query), adds tokens it issues, looks
+up the rare unknown one, and reloads everything every ``agent_auth_cache_seconds``. Revocation is
+pushed: once per flush interval every process reads the tokens revoked since its last look
+(re-enrolment and server deletion revoke them) and drops them. A revoked token stops working at once
+in the process that revoked it and within about one flush interval everywhere else.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,9 +22,13 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from hostatlas import tokens
+from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.errors import Unauthenticated
 from hostatlas.servers.models import AgentToken
+
+# Revocations are stamped with the revoking process's clock: look back a little to absorb skew.
+REVOCATION_LOOKBACK = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -30,16 +38,38 @@ class AgentIdentity:
 
 
 class AgentAuthenticator:
-    def __init__(self, ttl_seconds: float) -> None:
-        self.ttl = ttl_seconds
-        self._cache: dict[str, tuple[AgentIdentity, float]] = {}
+    def __init__(self, reload_seconds: float) -> None:
+        self.reload_seconds = reload_seconds
+        self._known: dict[str, AgentIdentity] = {}
         self._lock = threading.Lock()
+        self._revocations_seen_until: datetime = utcnow()
+        self._loaded_at = float("-inf")
 
     def cached(self, token_hash: str) -> AgentIdentity | None:
-        entry = self._cache.get(token_hash)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
+        return self._known.get(token_hash)
+
+    def remember(self, token_hash: str, identity: AgentIdentity) -> None:
+        with self._lock:
+            self._known[token_hash] = identity
+
+    def load_all(self, db: Database) -> int:
+        """Replace the map with every active token, then re-apply recent revocations the load may predate."""
+        with db.session(write=False) as session:
+            rows = session.execute(select(AgentToken.token_hash, AgentToken.server_id, AgentToken.team_id)
+                                   .where(AgentToken.revoked_at.is_(None), AgentToken.server_id.is_not(None)))
+            known = {row.token_hash: AgentIdentity(row.server_id, row.team_id) for row in rows}
+        with self._lock:
+            self._known = known
+        self._loaded_at = time.monotonic()
+        self.sync_revocations(db)
+        return len(known)
+
+    def refresh(self, db: Database) -> None:
+        """The periodic step: drop revoked tokens, and reload the whole map when it is due."""
+        if time.monotonic() - self._loaded_at >= self.reload_seconds:
+            self.load_all(db)
+        else:
+            self.sync_revocations(db)
 
     def resolve(self, db: Database, token_hash: str) -> AgentIdentity:
         with db.session(write=False) as session:
@@ -47,17 +77,27 @@ class AgentAuthenticator:
                                   .where(AgentToken.token_hash == token_hash)).first()
         if row is None:
             raise Unauthenticated("invalid_agent_token", "The agent token is not valid; register the agent again")
-        if row.revoked_at is not None:
-            raise Unauthenticated("agent_token_revoked", "The agent token was replaced; register the agent again")
+        if row.revoked_at is not None or row.server_id is None:
+            raise Unauthenticated("agent_token_revoked", "The agent token was revoked; register the agent again")
         identity = AgentIdentity(row.server_id, row.team_id)
-        with self._lock:
-            self._cache[token_hash] = (identity, time.monotonic() + self.ttl)
+        self.remember(token_hash, identity)
         return identity
 
     def forget_server(self, server_id: int) -> None:
         with self._lock:
-            for token_hash in [h for h, (identity, _) in self._cache.items() if identity.server_id == server_id]:
-                del self._cache[token_hash]
+            self._known = {h: identity for h, identity in self._known.items() if identity.server_id != server_id}
+
+    def sync_revocations(self, db: Database) -> int:
+        """Drop tokens revoked (by any process) since the last sync."""
+        now = utcnow()
+        since = self._revocations_seen_until - REVOCATION_LOOKBACK
+        with db.session(write=False) as session:
+            revoked = list(session.scalars(select(AgentToken.token_hash).where(AgentToken.revoked_at >= since)))
+        self._revocations_seen_until = now
+        with self._lock:
+            for token_hash in revoked:
+                self._known.pop(token_hash, None)
+        return len(revoked)
 
 
 agent_bearer = HTTPBearer(auto_error=False, scheme_name="AgentToken",

@@ -20,8 +20,9 @@ from typing import Protocol
 import anyio.to_thread
 import orjson
 import zstandard
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hostatlas.http.asgi import read_body, replay_body
 from hostatlas.http.errors import HttpError, envelope
 
 SUPPORTED_CODINGS = ("gzip", "zstd")
@@ -153,32 +154,6 @@ def _take(chunks: Iterator[bytes], budget: int) -> tuple[bytes, bool]:
     return b"".join(taken), True
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole (compressed) body, or None if the client went away before sending it."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    delivered = False
-
-    async def replay() -> Message:
-        nonlocal delivered
-        if delivered:
-            # Later calls wait for the disconnect, as they would on the original stream.
-            return await receive()
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
 def _decoded_scope(scope: Scope, size: int) -> Scope:
     headers = [(key, value) for key, value in scope["headers"] if key not in REPLACED_HEADERS]
     headers.append((b"content-length", str(size).encode()))
@@ -220,11 +195,11 @@ class RequestDecompression:
         if coding is None:
             return scope, receive
         # ApiGuard's receive raises its own 413 once the compressed bytes pass max_body_bytes.
-        compressed = await _read_body(receive)
+        compressed = await read_body(receive)
         if compressed is None:
             return None
         body = await self._inflate(coding, compressed)
-        return _decoded_scope(scope, len(body)), _replay(body, receive)
+        return _decoded_scope(scope, len(body)), replay_body(body, receive)
 
     async def _inflate(self, coding: str, compressed: bytes) -> bytes:
         chunks = iter_decompressed(coding, compressed, self.max_decompressed_bytes)

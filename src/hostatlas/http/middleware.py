@@ -14,6 +14,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hostatlas.http.asgi import header
 from hostatlas.http.errors import HttpError, envelope, internal_error_body
 from hostatlas.http.ratelimit import Decision, RateLimiter, identity_for
 
@@ -22,13 +23,6 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LIMITED_PREFIXES = ("/api/", "/heartbeat/")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _is_json(content_type: str) -> bool:
@@ -49,7 +43,7 @@ class ApiGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming_id = _header(scope, b"x-request-id")
+        incoming_id = header(scope, b"x-request-id")
         request_id = incoming_id if incoming_id and REQUEST_ID_PATTERN.match(incoming_id) else (
             "req_" + secrets.token_hex(10))
         scope.setdefault("state", {})["request_id"] = request_id
@@ -58,7 +52,7 @@ class ApiGuard:
         path: str = scope["path"]
         if path.startswith(LIMITED_PREFIXES):
             client = scope.get("client")
-            decision = await self.limiter.hit(identity_for(_header(scope, b"authorization"),
+            decision = await self.limiter.hit(identity_for(header(scope, b"authorization"),
                                                            client[0] if client else None))
             extra_headers += decision.headers()
             if not decision.allowed:
@@ -91,8 +85,8 @@ class ApiGuard:
     def _check_body(self, scope: Scope, path: str) -> tuple[int, str, str] | None:
         if scope["method"] not in BODY_METHODS:
             return None
-        length_header = _header(scope, b"content-length")
-        has_body = _header(scope, b"transfer-encoding") is not None or (length_header not in (None, "0"))
+        length_header = header(scope, b"content-length")
+        has_body = header(scope, b"transfer-encoding") is not None or (length_header not in (None, "0"))
         if not has_body:
             return None
         if length_header is not None:
@@ -102,7 +96,7 @@ class ApiGuard:
                 return 400, "bad_request", "Content-Length is not a number"
             if length > self.max_body_bytes:
                 return 413, "payload_too_large", f"The body exceeds {self.max_body_bytes} bytes"
-        if path.startswith(self.json_only_prefix) and not _is_json(_header(scope, b"content-type") or ""):
+        if path.startswith(self.json_only_prefix) and not _is_json(header(scope, b"content-type") or ""):
             return 415, "unsupported_media_type", "Send the body as application/json"
         return None
 

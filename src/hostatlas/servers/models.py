@@ -56,10 +56,14 @@ class ServerTag(Base):
 
 
 class AgentToken(Base):
+    """Kept after its server is deleted (revoked, server_id NULL), so every process can learn of the
+    revocation by polling ``revoked_at`` and evict the token from its cache."""
+
     __tablename__ = "agent_tokens"
+    __table_args__ = (Index("ix_agent_tokens_revoked_at", "revoked_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"), index=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     # SHA-256 of the raw agt_ token; the raw token is only ever in the register response.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -62,8 +62,7 @@ def register(session: Session, team: Team, facts: HostFacts, now: datetime) -> E
     server.last_seen_at = now
     server.offline_since = None
     session.flush()
-    session.execute(update(AgentToken).where(AgentToken.server_id == server.id, AgentToken.revoked_at.is_(None))
-                    .values(revoked_at=now))
+    _revoke_tokens(session, server.id, now)
     raw = tokens.generate(tokens.AGENT_TOKEN_PREFIX)
     session.add(AgentToken(server_id=server.id, team_id=team.id, token_hash=tokens.hash_token(raw), created_at=now))
     if created:
@@ -156,4 +155,10 @@ def delete_server(session: Session, server: Server, now: datetime) -> None:
     """Remove the server with everything discovered on it; its agent tokens go with it."""
     events.record(session, team_id=server.team_id, type=events.SERVER_DELETED, resource_type="server",
                   resource_id=server.id, server_id=server.id, at=now, payload={"server": payload_of(session, server)})
+    _revoke_tokens(session, server.id, now)
     session.execute(delete(Server).where(Server.id == server.id))
+
+
+def _revoke_tokens(session: Session, server_id: int, now: datetime) -> None:
+    session.execute(update(AgentToken).where(AgentToken.server_id == server_id, AgentToken.revoked_at.is_(None))
+                    .values(revoked_at=now))

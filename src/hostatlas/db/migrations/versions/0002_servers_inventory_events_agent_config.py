@@ -76,18 +76,19 @@ def upgrade() -> None:
 
     op.create_table('agent_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('server_id', sa.Integer(), nullable=False),
+    sa.Column('server_id', sa.Integer(), nullable=True),
     sa.Column('team_id', sa.Integer(), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('created_at', hostatlas.db.base.UTCDateTime(), nullable=False),
     sa.Column('revoked_at', hostatlas.db.base.UTCDateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['server_id'], ['servers.id'], name=op.f('fk_agent_tokens_server_id_servers'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['server_id'], ['servers.id'], name=op.f('fk_agent_tokens_server_id_servers'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_agent_tokens_team_id_teams'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agent_tokens')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_agent_tokens_token_hash'))
     )
     with op.batch_alter_table('agent_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_agent_tokens_server_id'), ['server_id'], unique=False)
+        batch_op.create_index('ix_agent_tokens_revoked_at', ['revoked_at'], unique=False)
 
     op.create_table('certificates',
     sa.Column('id', sa.Integer(), nullable=False),

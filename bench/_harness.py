@@ -1,0 +1,97 @@
+"""What every benchmark needs: a real `hostatlas serve` on loopback against a chosen backend, an API
+key for it, and honest latency statistics. Nothing here is imported by the platform."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+POSTGRES_URL = os.environ.get("HOSTATLAS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@dataclass
+class Target:
+    backend: str
+    base_url: str
+    api_key: str
+    database_url: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _postgres_schema() -> Iterator[str]:
+    schema = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def serve(backend: str, *, extra_env: dict[str, str] | None = None,
+          serve_args: tuple[str, ...] = ()) -> Iterator[Target]:
+    """Run `hostatlas serve` (access log off, warnings only) on a fresh database of the given backend."""
+    with tempfile.TemporaryDirectory(prefix="hostatlas-bench-") as workdir, contextlib.ExitStack() as stack:
+        database_url = (f"sqlite:///{Path(workdir) / 'hostatlas.db'}" if backend == "sqlite"
+                        else stack.enter_context(_postgres_schema()))
+        env = {**os.environ, "HOSTATLAS_DATABASE_URL": database_url, "HOSTATLAS_LOG_LEVEL": "WARNING",
+               "HOSTATLAS_RATE_LIMIT": "100000000/minute", **(extra_env or {})}
+        command = [sys.executable, "-m", "hostatlas"]
+        created = subprocess.run([*command, "apikey", "create", "--name", "bench", "--scopes", "*"], cwd=workdir,
+                                 env=env, capture_output=True, text=True, check=True)
+        key = created.stdout.strip().splitlines()[-1]
+        port = _free_port()
+        log = open(Path(workdir) / "serve.log", "w")  # noqa: SIM115 - closed below
+        process = subprocess.Popen([*command, "serve", "--port", str(port), "--no-access-log", *serve_args],
+                                   cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError((Path(workdir) / "serve.log").read_text())
+            yield Target(backend, base, key, database_url)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary(latencies_s: list[float]) -> str:
+    ms = [value * 1000 for value in latencies_s]
+    return (f"p50 {statistics.median(ms):6.2f} ms  p99 {percentile(ms, 0.99):6.2f} ms  "
+            f"max {max(ms):7.2f} ms") if ms else "no samples"

@@ -1,0 +1,158 @@
+"""Check-in throughput and latency of a real `hostatlas serve`, on SQLite and on PostgreSQL.
+
+    uv run python bench/checkins.py                      # both backends, defaults below
+    uv run python bench/checkins.py --backends postgres --agents 5000 --rate 1500 --duration 30
+
+For each backend: start `hostatlas serve` on a fresh database, enrol --agents agents over the agent
+API, then
+  1. open loop: check-ins sent on a fixed schedule at --rate per second for --duration seconds, spread
+     over all agents; latency is measured from the *scheduled* send time, so a server that falls behind
+     shows it (no coordinated omission);
+  2. closed loop: --concurrency connections checking in back to back for --duration seconds: the most
+     the server sustains.
+Finally every agent must show up online with a fresh last_seen_at through the REST API: the buffered
+check-ins really reached the database. Target (issue 3): >= 1,000 check-ins/s, p99 < 50 ms on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from _harness import Target, serve, summary
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+async def _enrol(session: aiohttp.ClientSession, target: Target, count: int) -> list[str]:
+    headers = {"Authorization": f"Bearer {target.api_key}"}
+    semaphore = asyncio.Semaphore(16)
+
+    async def one(index: int) -> str:
+        facts = {"machine_id": f"bench-{index:06d}", "hostname": f"host-{index:06d}", "ip_address": "10.9.0.1",
+                 "os": "Debian 12", "kernel": "6.1.0", "cpu_cores": 2, "ram_total_mb": 2048, "agent_version": "1.0.0"}
+        async with semaphore, session.post(f"{target.base_url}/api/v1/agent/register", json=facts,
+                                           headers=headers) as response:
+            response.raise_for_status()
+            return str((await response.json())["agent_token"])
+
+    return list(await asyncio.gather(*(one(index) for index in range(count))))
+
+
+async def _check_in(session: aiohttp.ClientSession, url: str, token: str, run: Run, started: float) -> None:
+    try:
+        async with session.post(url, json={"agent_version": "1.0.0", "uptime_s": 42},
+                                headers={"Authorization": f"Bearer {token}"}) as response:
+            await response.read()
+            if response.status != 200:
+                run.errors += 1
+                return
+    except aiohttp.ClientError:
+        run.errors += 1
+        return
+    run.latencies.append(time.perf_counter() - started)
+
+
+async def open_loop(session: aiohttp.ClientSession, url: str, tokens: list[str], rate: float, duration: float) -> Run:
+    run = Run()
+    interval = 1.0 / rate
+    total = int(rate * duration)
+    pending: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+    for index in range(total):
+        scheduled = start + index * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(_check_in(session, url, tokens[index % len(tokens)], run, scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
+    run.elapsed = time.perf_counter() - start
+    return run
+
+
+async def closed_loop(session: aiohttp.ClientSession, url: str, tokens: list[str], concurrency: int,
+                      duration: float) -> Run:
+    run = Run()
+    deadline = time.perf_counter() + duration
+
+    async def loop(offset: int) -> None:
+        index = offset
+        while time.perf_counter() < deadline:
+            await _check_in(session, url, tokens[index % len(tokens)], run, time.perf_counter())
+            index += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(offset) for offset in range(concurrency)))
+    run.elapsed = time.perf_counter() - start
+    return run
+
+
+async def _all_fresh(session: aiohttp.ClientSession, target: Target, agents: int, since: float) -> int:
+    """How many servers the REST API shows online and seen after `since` (unix seconds)."""
+    fresh, cursor = 0, None
+    headers = {"Authorization": f"Bearer {target.api_key}"}
+    for _ in range(agents // 100 + 2):
+        params = {"per_page": "100", **({"cursor": cursor} if cursor else {})}
+        async with session.get(f"{target.base_url}/api/v1/servers", params=params, headers=headers) as response:
+            page = await response.json()
+        for server in page["data"]:
+            seen = time.mktime(time.strptime(server["last_seen_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+            fresh += server["status"] == "online" and seen >= since - 1
+        cursor = page["meta"]["next_cursor"]
+        if cursor is None:
+            break
+    return fresh
+
+
+async def bench(backend: str, args: argparse.Namespace) -> None:
+    with serve(backend, serve_args=tuple(args.serve_args.split())) as target:
+        connector = aiohttp.TCPConnector(limit=args.connections)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            tokens = await _enrol(session, target, args.agents)
+            url = f"{target.base_url}/api/v1/agent/check-in"
+            await open_loop(session, url, tokens, min(args.rate, 500), 2)  # warm-up
+            began = time.time()
+            steady = await open_loop(session, url, tokens, args.rate, args.duration)
+            flat_out = await closed_loop(session, url, tokens, args.concurrency, args.duration)
+            await asyncio.sleep(2.5)  # two flush intervals
+            fresh = await _all_fresh(session, target, args.agents, began)
+    print(f"[{backend}] {args.agents} agents")
+    print(f"  open loop   target {args.rate:7.0f}/s  achieved {steady.rate:7.0f}/s  errors {steady.errors:4d}  "
+          f"{summary(steady.latencies)}")
+    print(f"  closed loop {args.concurrency:3d} conns        sustained {flat_out.rate:7.0f}/s  errors "
+          f"{flat_out.errors:4d}  {summary(flat_out.latencies)}")
+    print(f"  stored: {fresh}/{args.agents} servers online with a last_seen_at from this run")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop check-ins per second")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase (bounded)")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop connections")
+    parser.add_argument("--connections", type=int, default=256, help="client connection pool size")
+    parser.add_argument("--serve-args", default="", help='extra `hostatlas serve` arguments, e.g. "--workers 2"')
+    args = parser.parse_args()
+    args.duration = min(args.duration, 120.0)
+    for backend in args.backends.split(","):
+        asyncio.run(bench(backend.strip(), args))
+
+
+if __name__ == "__main__":
+    main()

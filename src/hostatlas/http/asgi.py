@@ -1,0 +1,39 @@
+"""Small helpers for the pure-ASGI middlewares: reading a whole body and handing it on again."""
+
+from __future__ import annotations
+
+from starlette.types import Message, Receive, Scope
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole body, or None if the client went away before sending it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A receive that yields an already-read body, so the next app can read it as if fresh."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            # Later calls wait for the disconnect, as they would on the original stream.
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
