@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from dataclasses import dataclass, field
 
@@ -127,8 +128,16 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
             url = f"{target.base_url}/api/v1/agent/check-in"
             await open_loop(session, url, tokens, min(args.rate, 500), 2)  # warm-up
             began = time.time()
-            steady = await open_loop(session, url, tokens, args.rate, args.duration)
-            flat_out = await closed_loop(session, url, tokens, args.concurrency, args.duration)
+            # The load generator shares the machine: keep its own garbage collector from adding pauses
+            # to the latencies it attributes to the server.
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            try:
+                steady = await open_loop(session, url, tokens, args.rate, args.duration)
+                flat_out = await closed_loop(session, url, tokens, args.concurrency, args.duration)
+            finally:
+                gc.enable()
             await asyncio.sleep(2.5)  # two flush intervals
             fresh = await _all_fresh(session, target, args.agents, began)
     print(f"[{backend}] {args.agents} agents")
