@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
+import orjson
 import pytest
 import zstandard
 from fastapi.testclient import TestClient
@@ -59,22 +60,23 @@ def test_bad_bodies_are_refused_and_nothing_changes(client: TestClient, story: S
     assert _state(client, story, server_id) == before
 
 
+@pytest.mark.parametrize("path", ["register", "check-in", "discovery"])
 @pytest.mark.parametrize(("encoding", "make"), [("gzip", _bomb_gzip), ("zstd", _bomb_zstd)])
-def test_decompression_bombs_are_refused(client: TestClient, story: Story, encoding: str, make: Any) -> None:
+def test_decompression_bombs_are_refused(client: TestClient, story: Story, encoding: str, make: Any,
+                                         path: str) -> None:
     server_id, token = enrol(client, story.admin_a)
     before = _state(client, story, server_id)
     bomb = make()
     assert len(bomb) < 1_048_576  # small on the wire, 64 MiB inflated
-    response = client.post("/api/v1/agent/discovery", headers={**bearer(token), **JSON, "Content-Encoding": encoding},
-                           content=bomb)
+    credential = story.admin_a if path == "register" else token
+    headers = {**bearer(credential), **JSON, "Content-Encoding": encoding}
+    response = client.post(f"/api/v1/agent/{path}", headers=headers, content=bomb)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
     assert _state(client, story, server_id) == before
 
 
 def test_compressed_bodies_are_accepted(client: TestClient, story: Story) -> None:
-    import orjson
-
     server_id, token = enrol(client, story.admin_a)
     raw = orjson.dumps(SEED_SNAPSHOT)
     for encoding, packed in (("gzip", gzip.compress(raw)), ("zstd", zstandard.ZstdCompressor().compress(raw))):
@@ -82,6 +84,13 @@ def test_compressed_bodies_are_accepted(client: TestClient, story: Story) -> Non
                                headers={**bearer(token), **JSON, "Content-Encoding": encoding}, content=packed)
         assert response.status_code == 200, (encoding, response.text)
     assert len(client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()["services"]) == 3
+    checkin = orjson.dumps({"uptime_s": 777, "boot_id": "gz"})
+    for encoding, packed in (("gzip", gzip.compress(checkin)), ("zstd", zstandard.ZstdCompressor().compress(checkin))):
+        response = client.post("/api/v1/agent/check-in",
+                               headers={**bearer(token), **JSON, "Content-Encoding": encoding}, content=packed)
+        assert response.status_code == 200, (encoding, response.text)
+    client.app.state.checkins.flush(client.app.state.db)  # type: ignore[attr-defined]
+    assert client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()["uptime_s"] == 777
 
 
 def test_oversized_and_invalid_lists_are_field_errors(client: TestClient, story: Story) -> None:

@@ -23,7 +23,7 @@ from hostatlas.db.engine import Database
 from hostatlas.http.compression import READ_BYTES, decompress_body, iter_decompressed
 from hostatlas.http.errors import HttpError
 from hostatlas.settings import Settings
-from tests.support import Story, bearer
+from tests.support import Story, assert_envelope, bearer
 
 KEY_BODY = orjson.dumps({"name": "compressed", "scopes": ["servers:read"]})
 SMALL_CAP = 1 << 20
@@ -51,18 +51,6 @@ def _zstd_bomb() -> bytes:
 
 
 BOMBS: dict[str, Callable[[], bytes]] = {"gzip": _gzip_bomb, "zstd": _zstd_bomb}
-
-
-def _assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["status"] == status
-    assert error["code"] == code
-    assert error["message"]
-    assert error["request_id"] == response.headers["X-Request-Id"]
-    for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
-        assert header in response.headers, header
-    return dict(error)
 
 
 def _post_key(client: TestClient, story: Story, body: bytes | Iterator[bytes], encoding: str) -> httpx.Response:
@@ -115,13 +103,13 @@ def test_the_app_sees_the_inflated_body_and_its_length(db: Database, settings: S
 @pytest.mark.parametrize("encoding", ["gzip", "zstd"])
 def test_a_decompression_bomb_is_413_and_stores_nothing(capped_client: TestClient, story: Story,
                                                          encoding: str) -> None:
-    error = _assert_envelope(_post_key(capped_client, story, BOMBS[encoding](), encoding), 413, "payload_too_large")
+    error = assert_envelope(_post_key(capped_client, story, BOMBS[encoding](), encoding), 413, "payload_too_large")
     assert str(SMALL_CAP) in str(error["message"])
     assert _key_count(capped_client, story) == 2
 
 
 def test_the_default_cap_refuses_a_bomb(client: TestClient, story: Story) -> None:
-    _assert_envelope(_post_key(client, story, _zstd_bomb(), "zstd"), 413, "payload_too_large")
+    assert_envelope(_post_key(client, story, _zstd_bomb(), "zstd"), 413, "payload_too_large")
     assert _key_count(client, story) == 2
 
 
@@ -133,7 +121,7 @@ def test_a_compressed_body_past_max_body_bytes_is_413(client: TestClient, story:
             yield noise[start:start + 65536]
 
     # Streamed without Content-Length: ApiGuard counts the compressed bytes as they arrive.
-    _assert_envelope(_post_key(client, story, chunks(), "gzip"), 413, "payload_too_large")
+    assert_envelope(_post_key(client, story, chunks(), "gzip"), 413, "payload_too_large")
     assert _key_count(client, story) == 2
 
 
@@ -149,13 +137,13 @@ def test_a_compressed_body_past_max_body_bytes_is_413(client: TestClient, story:
 ], ids=["gzip-truncated", "gzip-header-only", "gzip-garbage", "gzip-plain-json", "zstd-truncated",
         "zstd-unsized-truncated", "zstd-garbage", "zstd-plain-json"])
 def test_a_broken_stream_is_400(client: TestClient, story: Story, encoding: str, body: bytes) -> None:
-    _assert_envelope(_post_key(client, story, body, encoding), 400, "malformed_body")
+    assert_envelope(_post_key(client, story, body, encoding), 400, "malformed_body")
     assert _key_count(client, story) == 2
 
 
 @pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, zstd"])
 def test_an_unsupported_encoding_is_415(client: TestClient, story: Story, encoding: str) -> None:
-    error = _assert_envelope(_post_key(client, story, gzip.compress(KEY_BODY), encoding), 415,
+    error = assert_envelope(_post_key(client, story, gzip.compress(KEY_BODY), encoding), 415,
                              "unsupported_content_encoding")
     assert "gzip" in str(error["message"])
     assert _key_count(client, story) == 2

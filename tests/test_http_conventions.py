@@ -4,32 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 from fastapi.testclient import TestClient
 
 from hostatlas.app import create_app
 from hostatlas.db.engine import Database
 from hostatlas.settings import Settings
-from tests.support import Story, bearer
-
-
-def _assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["status"] == status
-    assert error["code"] == code
-    assert error["message"]
-    assert error["request_id"] == response.headers["X-Request-Id"]
-    for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
-        assert header in response.headers, header
-    return dict(error)
+from tests.support import Story, assert_envelope, bearer
 
 
 def test_validation_errors_list_every_invalid_field(client: TestClient, story: Story) -> None:
     response = client.post("/api/v1/api-keys", headers=bearer(story.admin_a),
                            json={"name": "", "scopes": ["servers:read", "servers:admin"],
                                  "expires_at": "2001-01-01T00:00:00Z", "colour": "red"})
-    error = _assert_envelope(response, 422, "validation_failed")
+    error = assert_envelope(response, 422, "validation_failed")
     fields = {entry["field"]: entry["code"] for entry in error["fields"]}  # type: ignore[union-attr]
     assert fields == {"name": "string_too_short", "scopes": "unknown_scope", "expires_at": "in_the_past",
                       "colour": "extra_forbidden"}
@@ -37,27 +24,27 @@ def test_validation_errors_list_every_invalid_field(client: TestClient, story: S
 
 def test_missing_fields_are_named(client: TestClient, story: Story) -> None:
     response = client.post("/api/v1/api-keys", headers=bearer(story.admin_a), json={})
-    error = _assert_envelope(response, 422, "validation_failed")
+    error = assert_envelope(response, 422, "validation_failed")
     assert {entry["field"] for entry in error["fields"]} == {"name", "scopes"}  # type: ignore[union-attr]
 
 
 def test_malformed_json_is_400(client: TestClient, story: Story) -> None:
     response = client.post("/api/v1/api-keys", headers={**bearer(story.admin_a), "Content-Type": "application/json"},
                            content=b'{"name": "x", "scopes": [')
-    _assert_envelope(response, 400, "malformed_json")
+    assert_envelope(response, 400, "malformed_json")
 
 
 def test_wrong_content_type_is_415(client: TestClient, story: Story) -> None:
     response = client.post("/api/v1/api-keys", headers={**bearer(story.admin_a), "Content-Type": "text/plain"},
                            content=b'{"name": "x", "scopes": ["*"]}')
-    _assert_envelope(response, 415, "unsupported_media_type")
+    assert_envelope(response, 415, "unsupported_media_type")
 
 
 def test_oversized_body_is_413(client: TestClient, story: Story) -> None:
     huge = b'{"name": "' + b"x" * 2_000_000 + b'", "scopes": ["*"]}'
     response = client.post("/api/v1/api-keys", headers={**bearer(story.admin_a), "Content-Type": "application/json"},
                            content=huge)
-    _assert_envelope(response, 413, "payload_too_large")
+    assert_envelope(response, 413, "payload_too_large")
 
 
 def test_oversized_streamed_body_is_413(client: TestClient, story: Story) -> None:
@@ -70,23 +57,23 @@ def test_oversized_streamed_body_is_413(client: TestClient, story: Story) -> Non
     # No Content-Length: the cap applies to the bytes actually received.
     response = client.post("/api/v1/api-keys", headers={**bearer(story.admin_a), "Content-Type": "application/json"},
                            content=chunks())
-    _assert_envelope(response, 413, "payload_too_large")
+    assert_envelope(response, 413, "payload_too_large")
     # Nothing was stored from the refused request: team A still has its two keys.
     assert client.get("/api/v1/api-keys", headers=bearer(story.admin_a)).json()["meta"]["total"] == 2
 
 
 def test_unknown_route_is_404(client: TestClient) -> None:
-    _assert_envelope(client.get("/api/v1/nothing-here"), 404, "not_found")
-    _assert_envelope(client.get("/api/v2/servers"), 404, "not_found")
+    assert_envelope(client.get("/api/v1/nothing-here"), 404, "not_found")
+    assert_envelope(client.get("/api/v2/servers"), 404, "not_found")
 
 
 def test_wrong_method_is_405(client: TestClient, story: Story) -> None:
-    _assert_envelope(client.put("/api/v1/api-keys", headers=bearer(story.admin_a), json={}), 405,
+    assert_envelope(client.put("/api/v1/api-keys", headers=bearer(story.admin_a), json={}), 405,
                      "method_not_allowed")
 
 
 def test_wrong_path_parameter_type_is_a_field_error(client: TestClient, story: Story) -> None:
-    error = _assert_envelope(client.get("/api/v1/api-keys/abc", headers=bearer(story.admin_a)), 422,
+    error = assert_envelope(client.get("/api/v1/api-keys/abc", headers=bearer(story.admin_a)), 422,
                              "validation_failed")
     assert error["fields"][0]["field"] == "key_id"  # type: ignore[index]
 
@@ -100,7 +87,7 @@ def test_unexpected_failure_is_an_opaque_500(db: Database, settings: Settings) -
 
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/api/v1/explode")
-    error = _assert_envelope(response, 500, "internal_error")
+    error = assert_envelope(response, 500, "internal_error")
     assert "hunter2" not in response.text and "Traceback" not in response.text
     assert error["message"]
 
