@@ -1,0 +1,1 @@
+"""Telemetry: metric points and log lines from agents, kept in the embedded store or ClickHouse."""

@@ -1,0 +1,143 @@
+"""The telemetry store contract: what ingestion writes and the query API reads, whatever the backend.
+
+Two backends implement ``TelemetryStore``: ``embedded.EmbeddedStore`` (SQLite in its own file, the
+default) and ``clickhouse.ClickHouseStore`` (when HOSTATLAS_CLICKHOUSE_URL is set). One contract test
+suite (tests/test_telemetry_store.py) runs against both.
+
+Conventions every backend follows:
+- Times are unix seconds. Metric points are whole seconds (``int``); log timestamps keep sub-seconds.
+- ``labels`` is the canonical label string: ``k=v`` pairs sorted by key, joined by ``,`` ("" for none),
+  so that one series is one (team_id, server_id, metric, labels) key everywhere.
+- Rollup tiers keep, per series and bucket, min, max, sum, count and last (the value with the latest
+  timestamp, ``last_ts``), so any aggregate of any coarser step can be computed from them exactly.
+- Every read is scoped by team_id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Agg(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+
+
+class Tier(StrEnum):
+    RAW = "raw"
+    MINUTE = "1m"
+    HOUR = "1h"
+
+
+TIER_SECONDS = {Tier.RAW: 1, Tier.MINUTE: 60, Tier.HOUR: 3600}
+
+LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    team_id: int
+    server_id: int
+    metric: str
+    labels: str
+    ts: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    team_id: int
+    server_id: int
+    ts: float
+    source: str
+    level: str  # one of LEVELS
+    message: str
+    fields: str  # JSON object text of parsed fields ("{}" for none)
+    line: str  # the raw line as received
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    team_id: int
+    server_ids: Sequence[int]
+    metric: str
+    label_filters: dict[str, str]  # every given label must match exactly
+    start: int  # inclusive, unix s
+    end: int  # exclusive, unix s
+    step: int  # seconds per output point; a multiple of the tier's bucket
+    agg: Agg
+    tier: Tier
+
+
+@dataclass
+class Series:
+    server_id: int
+    metric: str
+    labels: str
+    points: list[tuple[int, float]] = field(default_factory=list)  # (bucket start, value), ascending
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    team_id: int
+    server_ids: Sequence[int] | None  # None: all the team's servers
+    text: str | None  # every word must occur in the line (whole-word, case-insensitive)
+    levels: Sequence[str] | None
+    source: str | None
+    start: float | None
+    end: float | None
+    limit: int
+    # Keyset position, newest first: rows strictly older than (ts, id).
+    before: tuple[float, int] | None = None
+
+
+@dataclass(frozen=True)
+class StoredLog:
+    id: int
+    server_id: int
+    ts: float
+    source: str
+    level: str
+    message: str
+    fields: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Retention:
+    raw_seconds: int
+    minute_seconds: int
+    hour_seconds: int
+    logs_seconds: int
+
+
+class TelemetryStore(Protocol):
+    def migrate(self) -> None:
+        """Create or upgrade the store's schema; idempotent."""
+
+    def insert_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """Store raw points and fold them into every rollup tier, durably, before returning."""
+
+    def insert_logs(self, records: Sequence[LogRecord]) -> None:
+        """Store log records, searchable, durably, before returning."""
+
+    def query_series(self, query: SeriesQuery) -> list[Series]:
+        """One Series per matching (server, labels), points bucketed by query.step, empty buckets left out."""
+
+    def metric_names(self, team_id: int, server_id: int) -> list[tuple[str, str]]:
+        """(metric, labels) pairs the server has reported, sorted."""
+
+    def query_logs(self, query: LogQuery) -> list[StoredLog]:
+        """Matching logs, newest first (ts desc, id desc), at most query.limit."""
+
+    def enforce_retention(self, retention: Retention, now: int) -> dict[str, int]:
+        """Remove what is older than each tier's retention and nothing newer; returns rows or parts removed."""
+
+    def close(self) -> None: ...
