@@ -99,3 +99,15 @@ def test_two_worker_processes_fire_exactly_one_offline_event(db: Database, story
         for worker in workers:
             assert worker.wait(timeout=15) == 0  # SIGTERM is a clean stop
 
+
+
+def test_re_enrolling_an_offline_server_brings_it_online_with_its_event(db: Database, settings: Settings,
+                                                                       story: Story) -> None:
+    with TestClient(create_app(settings, db=db)) as client:
+        server_id, _ = enrol(client, story.admin_a)
+        assert mark_offline(db, settings, utcnow() + timedelta(seconds=settings.offline_after * 3)) == 1
+        again, _ = enrol(client, story.admin_a)
+        assert again == server_id
+        online = _events(db, "server.online")
+        assert len(online) == 1 and online[0].payload["previous_status"] == "offline"
+        assert client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()["status"] == "online"

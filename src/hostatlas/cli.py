@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -20,6 +21,8 @@ from hostatlas.teams.models import Plan
 
 app = typer.Typer(help="HostAtlas: self-hostable, API-first server monitoring.", no_args_is_help=True)
 team_app = typer.Typer(help="Manage teams.", no_args_is_help=True)
+# How `serve --workers N` tells its worker processes whether to run the background worker.
+RUN_WORKER_ENV = "HOSTATLAS_SERVE_RUNS_WORKER"
 apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(team_app, name="team")
 app.add_typer(apikey_app, name="apikey")
@@ -52,6 +55,7 @@ def serve(
     db = _migrated_database()
     db.dispose()
     settings = get_settings()
+    os.environ[RUN_WORKER_ENV] = "1" if worker else "0"
     if workers > 1:
         # Every process runs its own worker thread: jobs claim their rows, so that is safe.
         uvicorn.run("hostatlas.cli:_app_for_workers", factory=True, host=host, port=port, workers=workers,
@@ -68,7 +72,7 @@ def _app_for_workers() -> object:
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return create_app(settings, run_worker=True)
+    return create_app(settings, run_worker=os.environ.get(RUN_WORKER_ENV, "1") == "1")
 
 
 @app.command("worker")

@@ -113,7 +113,8 @@ class DiscoveryRequest(AgentModel):
         for item in items or []:
             value = str(getattr(item, key))
             if value in seen:
-                raise PydanticCustomError("duplicate", "{key} {value!r} appears twice", {"key": key, "value": value})
+                raise PydanticCustomError("duplicate", "{key} {value} appears twice",
+                                          {"key": key, "value": repr(value)})
             seen.add(value)
         return items
 

@@ -13,12 +13,10 @@ from typing import cast
 from sqlalchemy import Table, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
-from hostatlas.clock import isoformat_z
 from hostatlas.coalesce import LatestValues
 from hostatlas.db.engine import Database
-from hostatlas.events import service as events
 from hostatlas.servers.models import Server, ServerStatus
-from hostatlas.servers.service import payload_of
+from hostatlas.servers.service import record_back_online
 
 FLUSH_BATCH = 2000
 # Core, not ORM, for the bulk statements: a thousand rows a second should cost no per-row objects.
@@ -57,11 +55,12 @@ class CheckinBuffer:
 
 
 def apply_checkins(session: Session, checkins: dict[int, Checkin]) -> None:
-    ids = list(checkins)
-    # Servers coming back: few, so they are locked and read individually for their server.online events.
-    came_back = dict(session.execute(
-        select(Server.id, Server.offline_since).where(Server.id.in_(ids), Server.status == ServerStatus.OFFLINE.value)
-        .order_by(Server.id).with_for_update()).all())
+    # Lock the rows first (PostgreSQL), in id order: a concurrent offline sweep either committed already,
+    # and its status is read here, or skips these rows. Reading status before locking could miss an
+    # offline flip that commits meanwhile and leave a server.offline without its server.online.
+    locked = session.execute(select(Server.id, Server.status, Server.offline_since)
+                             .where(Server.id.in_(list(checkins))).order_by(Server.id).with_for_update()).all()
+    came_back = {row.id: row.offline_since for row in locked if row.status == ServerStatus.OFFLINE.value}
     if session.get_bind().dialect.name == "postgresql":
         _update_postgresql(session, checkins)
     else:
@@ -69,10 +68,7 @@ def apply_checkins(session: Session, checkins: dict[int, Checkin]) -> None:
     for server_id, offline_since in came_back.items():
         server = session.get_one(Server, server_id)
         session.refresh(server)
-        events.record(session, team_id=server.team_id, type=events.SERVER_ONLINE, resource_type="server",
-                      resource_id=server.id, server_id=server.id, at=server.last_seen_at,
-                      payload={"server": payload_of(session, server), "previous_status": ServerStatus.OFFLINE.value,
-                               "offline_since": isoformat_z(offline_since) if offline_since else None})
+        record_back_online(session, server, offline_since)
 
 
 # For everyone at once. A fact a check-in left out keeps its stored value, and last_seen_at never moves

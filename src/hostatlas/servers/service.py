@@ -10,6 +10,7 @@ from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from hostatlas import tokens
+from hostatlas.clock import isoformat_z
 from hostatlas.errors import NotFound, PlanLimitReached
 from hostatlas.events import service as events
 from hostatlas.inventory.models import Certificate, Container, Domain, InventoryRow, Service
@@ -48,9 +49,13 @@ def register(session: Session, team: Team, facts: HostFacts, now: datetime) -> E
     """Enrol a host. The same machine_id again is the same server: fresh token, old ones revoked."""
     server = session.scalar(select(Server).where(Server.team_id == team.id, Server.machine_id == facts.machine_id))
     created = server is None
+    was_offline = server is not None and server.status == ServerStatus.OFFLINE.value
+    offline_since = server.offline_since if server is not None else None
     if server is None:
         limit = team.server_limit
         if limit is not None:
+            # Serialise enrolments of one team (PostgreSQL), or two at once could both pass the count.
+            session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
             count = session.scalar(select(func.count()).select_from(Server).where(Server.team_id == team.id)) or 0
             if count >= limit:
                 raise PlanLimitReached(f"The {team.plan} plan allows {limit} servers; remove one or upgrade")
@@ -69,7 +74,17 @@ def register(session: Session, team: Team, facts: HostFacts, now: datetime) -> E
         events.record(session, team_id=team.id, type=events.SERVER_REGISTERED, resource_type="server",
                       resource_id=server.id, server_id=server.id, at=now,
                       payload={"server": payload_of(session, server)})
+    elif was_offline:
+        record_back_online(session, server, offline_since)
     return Enrolment(server, raw, created)
+
+
+def record_back_online(session: Session, server: Server, offline_since: datetime | None) -> None:
+    """The server.online event of a server that was offline, in the caller's transaction."""
+    events.record(session, team_id=server.team_id, type=events.SERVER_ONLINE, resource_type="server",
+                  resource_id=server.id, server_id=server.id, at=server.last_seen_at,
+                  payload={"server": payload_of(session, server), "previous_status": ServerStatus.OFFLINE.value,
+                           "offline_since": isoformat_z(offline_since) if offline_since else None})
 
 
 def get_server(session: Session, *, team_id: int, server_id: int) -> Server:
