@@ -13,7 +13,18 @@ lint: deps
 	uv run --frozen ruff check .
 	uv run --frozen mypy
 
-# The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis). Suites whose
+# The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse). Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.
+# ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one.
 test: lint
-	uv run --frozen pytest $(ARGS)
+	@url="$${HOSTATLAS_TEST_CLICKHOUSE_URL:-}"; \
+	if [ -z "$$url" ]; then \
+	  if out="$$(scripts/clickhouse start)"; then \
+	    url="$$(printf '%s\n' "$$out" | tail -n 1)"; \
+	  elif [ "$${CI:-}" = "true" ]; then \
+	    echo "make test: scripts/clickhouse start failed, and CI needs ClickHouse" >&2; exit 1; \
+	  else \
+	    echo "make test: WARNING: scripts/clickhouse start failed; the ClickHouse tests will be skipped" >&2; \
+	  fi; \
+	fi; \
+	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" uv run --frozen pytest $(ARGS)

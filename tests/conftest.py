@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from clickhouse_driver import Client
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, delete, text
 
@@ -118,3 +121,51 @@ def client(db: Database, settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def story(db: Database) -> Story:
     return make_story(db)
+
+
+# Empty counts as unset: `make test` passes an empty value when scripts/clickhouse could not start one.
+CLICKHOUSE_URL = os.environ.get("HOSTATLAS_TEST_CLICKHOUSE_URL") or "clickhouse://127.0.0.1:9000/default"
+
+
+def _clickhouse_problem() -> str | None:
+    try:
+        client = Client.from_url(CLICKHOUSE_URL)
+        try:
+            client.execute("SELECT 1")
+        finally:
+            client.disconnect()
+    except Exception as exc:
+        return f"{CLICKHOUSE_URL}: {type(exc).__name__}"
+    return None
+
+
+def _clickhouse_database_url(database: str) -> str:
+    return urlunsplit(urlsplit(CLICKHOUSE_URL)._replace(path=f"/{database}"))
+
+
+@contextmanager
+def _clickhouse_database(database: str) -> Iterator[str]:
+    admin = Client.from_url(CLICKHOUSE_URL)
+    admin.execute(f"CREATE DATABASE {database}")
+    try:
+        yield _clickhouse_database_url(database)
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {database}")
+        admin.disconnect()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url() -> Iterator[str]:
+    """A private database on the test ClickHouse (`scripts/clickhouse start` runs one), dropped afterwards."""
+    problem = _clickhouse_problem()
+    require_service("ClickHouse", problem is None, problem or "")
+    with _clickhouse_database(f"hostatlas_test_{uuid.uuid4().hex[:10]}") as url:
+        yield url
+
+
+@pytest.fixture
+def clickhouse_db_url(clickhouse_url: str) -> Iterator[str]:
+    """A fresh database for one test, beside the session's, so a store's tests never see each other's rows."""
+    session_database = urlsplit(clickhouse_url).path.strip("/")
+    with _clickhouse_database(f"{session_database}_{uuid.uuid4().hex[:6]}") as url:
+        yield url

@@ -37,7 +37,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TelemetryS
     else:
         from hostatlas.telemetry.clickhouse import ClickHouseStore
 
-        backend = ClickHouseStore(str(request.getfixturevalue("clickhouse_url")))
+        backend = ClickHouseStore(str(request.getfixturevalue("clickhouse_db_url")))
     backend.migrate()
     yield backend
     backend.close()

@@ -8,6 +8,7 @@ import gc
 import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
 from hostatlas.events.routes import router as events_router
 from hostatlas.http.compression import RequestDecompression
+from hostatlas.http.docs import with_raw_body_schemas
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import RateLimiter
@@ -36,6 +38,8 @@ from hostatlas.logging import configure as configure_logging
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings
+from hostatlas.telemetry.routes import router as telemetry_router
+from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -59,9 +63,14 @@ a 429 adds `Retry-After`.
 def flush_buffers(app: FastAPI) -> None:
     """Write what requests buffered in memory (check-ins, API key last use); learn of revoked agent tokens."""
     state = app.state
-    state.checkins.flush(state.db)
-    state.key_usage.flush(state.db)
-    state.agent_auth.refresh(state.db)
+    steps = (("checkins", state.checkins.flush), ("key_usage", state.key_usage.flush),
+             ("agent_tokens", state.agent_auth.refresh))
+    for name, step in steps:
+        # One failing step must not starve the others (revocations above all).
+        try:
+            step(state.db)
+        except Exception:
+            log.exception("flush_step_failed", step=name)
 
 
 async def _flush_periodically(app: FastAPI) -> None:
@@ -81,6 +90,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception:
         # Serve anyway (readyz reports the database); the flusher's next refresh retries the load.
         log.exception("agent_tokens_not_loaded")
+    state.telemetry = await run_in_threadpool(Telemetry.start, state.settings)
     # Everything built so far lives as long as the process: keep the collector from rescanning it, which
     # otherwise shows up as latency spikes under load.
     gc.collect()
@@ -96,6 +106,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        state.telemetry.stop()
         state.worker.stopping.set()
         if worker_thread is not None:
             worker_thread.join(timeout=10)
@@ -131,11 +142,24 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)
-    for router in (servers_router, inventory_router, agent_config_router, events_router, agent_router,
-                   api_keys_router):
+    for router in (servers_router, inventory_router, telemetry_router, agent_config_router, events_router,
+                   agent_router, api_keys_router):
         app.include_router(router)
     _add_operational_routes(app)
+    _document_raw_bodies(app)
     return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Add the schemas of the bodies that routes decode themselves to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_raw_body_schemas(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_operational_routes(app: FastAPI) -> None:

@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     # How often each process reloads every active agent token; revocations reach it within a flush interval.
     agent_auth_cache_seconds: float = 900.0
     default_rotation_grace: int = 86_400
+
+    # Telemetry ingestion: what a batch may carry, and how far from now its timestamps may be.
+    metrics_max_points: int = Field(default=20_000, ge=1)
+    logs_max_entries: int = Field(default=10_000, ge=1)
+    log_line_max_bytes: int = Field(default=16_384, ge=256)
+    telemetry_max_age: float = 7 * 86_400.0
+    telemetry_max_future: float = 600.0
+    # Group commit: rows per INSERT, and the longest a row waits for its batch to fill.
+    telemetry_batch_rows: int = Field(default=3000, ge=1)
+    telemetry_batch_delay: float = 0.05
+    # Retention per tier, in seconds.
+    retention_raw: int = 7 * 86_400
+    retention_1m: int = 31 * 86_400
+    retention_1h: int = 400 * 86_400
+    retention_logs: int = 14 * 86_400
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -53,3 +53,21 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         documented[status] = {"model": ErrorEnvelope, "description": summary,
                               "content": {"application/json": {"example": example}}}
     return documented
+
+
+# Schemas of bodies that routes decode themselves (documented, not validated by FastAPI).
+RAW_BODY_SCHEMAS: dict[str, dict[str, Any]] = {}
+
+
+def raw_json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra=`` for a route that reads its JSON body itself, entry by entry."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    RAW_BODY_SCHEMAS.update(schema.pop("$defs", {}))
+    RAW_BODY_SCHEMAS[model.__name__] = schema
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def with_raw_body_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(RAW_BODY_SCHEMAS)
+    return openapi

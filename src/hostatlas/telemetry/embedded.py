@@ -176,17 +176,14 @@ class EmbeddedStore:
             (team_id, server_id))]
 
     def query_logs(self, query: LogQuery) -> list[StoredLog]:
-        clauses: list[str] = ["l.team_id = ?"]
-        params: list[object] = [query.team_id]
-        source = "logs AS l"
-        if query.text:
-            source = "logs_fts JOIN logs AS l ON l.id = logs_fts.rowid"
-            clauses.append("logs_fts MATCH ?")
-            params.append(_fts_query(query.text))
-        _filter_logs(query, clauses, params)
+        source, where, params = _log_filter(query, paged=True)
         sql = (f"SELECT l.id, l.server_id, l.ts, l.source, l.level, l.message, l.fields, l.line FROM {source} "
-               f"WHERE {' AND '.join(clauses)} ORDER BY l.ts DESC, l.id DESC LIMIT ?")
+               f"WHERE {where} ORDER BY l.ts DESC, l.id DESC LIMIT ?")
         return [StoredLog(*row) for row in self._reader().execute(sql, (*params, query.limit))]
+
+    def count_logs(self, query: LogQuery) -> int:
+        source, where, params = _log_filter(query, paged=False)
+        return int(self._reader().execute(f"SELECT count(*) FROM {source} WHERE {where}", params).fetchone()[0])
 
     # -- retention -------------------------------------------------------------------------------------------
 
@@ -245,7 +242,20 @@ def _fts_query(text: str) -> str:
     return " ".join(f'"{word}"' for word in words)
 
 
-def _filter_logs(query: LogQuery, clauses: list[str], params: list[object]) -> None:
+def _log_filter(query: LogQuery, *, paged: bool) -> tuple[str, str, list[object]]:
+    """FROM and WHERE for a log query, with its parameters."""
+    clauses: list[str] = ["l.team_id = ?"]
+    params: list[object] = [query.team_id]
+    source = "logs AS l"
+    if query.text:
+        # As a subquery the FTS index is searched once; as a join SQLite may re-run the search per log row.
+        clauses.append("l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
+        params.append(_fts_query(query.text))
+    _filter_logs(query, clauses, params, paged=paged)
+    return source, " AND ".join(clauses), params
+
+
+def _filter_logs(query: LogQuery, clauses: list[str], params: list[object], *, paged: bool) -> None:
     if query.server_ids is not None:
         clauses.append(f"l.server_id IN ({','.join('?' * len(query.server_ids)) or 'NULL'})")
         params.extend(query.server_ids)
@@ -261,7 +271,7 @@ def _filter_logs(query: LogQuery, clauses: list[str], params: list[object]) -> N
     if query.end is not None:
         clauses.append("l.ts < ?")
         params.append(query.end)
-    if query.before is not None:
+    if paged and query.before is not None:
         clauses.append("(l.ts < ? OR (l.ts = ? AND l.id < ?))")
         params.extend((query.before[0], query.before[0], query.before[1]))
 

@@ -137,6 +137,9 @@ class TelemetryStore(Protocol):
     def query_logs(self, query: LogQuery) -> list[StoredLog]:
         """Matching logs, newest first (ts desc, id desc), at most query.limit."""
 
+    def count_logs(self, query: LogQuery) -> int:
+        """How many logs match, ignoring query.limit and query.before."""
+
     def enforce_retention(self, retention: Retention, now: int) -> dict[str, int]:
         """Remove what is older than each tier's retention and nothing newer; returns rows or parts removed."""
 

@@ -1,0 +1,176 @@
+"""Decoding agent telemetry batches: decode once with orjson, check every entry, keep the good ones.
+
+A bad entry (a non-finite value, a timestamp too far from now, a malformed label, a line that is not
+valid UTF-8) is dropped on its own and reported; the rest of the batch is kept. Only a body that is not
+a batch at all (not JSON, wrong top-level shape) refuses the whole request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hostatlas.errors import InvalidInput
+from hostatlas.telemetry.logparse import parse_line
+from hostatlas.telemetry.model import LogRecord, MetricPoint
+from hostatlas.telemetry.series import LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS, METRIC_NAME, canonical_labels
+
+MAX_REPORTED_PROBLEMS = 100
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_entries: int
+    max_age: float
+    max_future: float
+    max_line_bytes: int = 16_384
+
+
+@dataclass
+class Outcome:
+    """What a batch came to: accepted rows and, per dropped entry, where it was and why."""
+
+    accepted: int = 0
+    dropped: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def drop(self, reason: str, message: str, **where: int) -> None:
+        self.dropped += 1
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append({**where, "reason": reason, "message": message})
+
+
+def _load(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # orjson refuses the whole document for one bad byte; the stdlib keeps such bytes as lone
+        # surrogates, so the entries holding them can be dropped one by one.
+        return json.loads(body.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        raise InvalidInput.single("body", "malformed_json", "The body is not valid JSON") from None
+
+
+def _list_field(document: Any, name: str) -> list[Any]:
+    if not isinstance(document, dict) or not isinstance(document.get(name), list):
+        raise InvalidInput.single(name, "required", f"Send an object with a '{name}' array")
+    return list(document[name])
+
+
+def _timestamp_problem(ts: Any, now: float, limits: Limits) -> str | None:
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return "invalid_timestamp"
+    if ts < now - limits.max_age:
+        return "too_old"
+    if ts > now + limits.max_future:
+        return "in_the_future"
+    return None
+
+
+def _labels_problem(labels: Any) -> str | None:
+    if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+        return f"labels must be an object of at most {MAX_LABELS} string values"
+    for key, value in labels.items():
+        if not LABEL_NAME.match(key):
+            return f"label name {key!r} is not [a-z_][a-z0-9_]*"
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or "," in value or "=" in value:
+            return f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} characters without ',' or '='"
+    return None
+
+
+def decode_metrics(body: bytes, *, team_id: int, server_id: int, now: float,
+                   limits: Limits) -> tuple[list[MetricPoint], Outcome]:
+    outcome, points = Outcome(), list[MetricPoint]()
+    for index, series in enumerate(_list_field(_load(body), "series")):
+        if not isinstance(series, dict) or not isinstance(series.get("metric"), str) \
+                or not METRIC_NAME.match(series["metric"]):
+            outcome.drop("invalid_metric", "metric must be a name like cpu.percent", series=index)
+            continue
+        label_problem = _labels_problem(series.get("labels", {}))
+        if label_problem or not isinstance(series.get("points"), list):
+            outcome.drop("invalid_series", label_problem or "points must be an array", series=index)
+            continue
+        labels = canonical_labels(series.get("labels", {}))
+        for position, point in enumerate(series["points"]):
+            if len(points) >= limits.max_entries:
+                outcome.drop("batch_limit", f"more than {limits.max_entries} points in one batch",
+                             series=index, point=position)
+                continue
+            problem = _point_problem(point, now, limits)
+            if problem:
+                outcome.drop(problem, _POINT_MESSAGES[problem], series=index, point=position)
+                continue
+            points.append(MetricPoint(team_id, server_id, series["metric"], labels, int(point[0]), float(point[1])))
+    outcome.accepted = len(points)
+    return points, outcome
+
+
+_POINT_MESSAGES = {
+    "invalid_point": "a point is [unix_seconds, value]",
+    "invalid_value": "the value must be a finite number",
+    "invalid_timestamp": "the timestamp must be unix seconds",
+    "too_old": "the timestamp is older than the platform accepts",
+    "in_the_future": "the timestamp is too far in the future",
+}
+
+
+def _point_problem(point: Any, now: float, limits: Limits) -> str | None:
+    if not isinstance(point, list) or len(point) != 2:
+        return "invalid_point"
+    value = point[1]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "invalid_value"
+    return _timestamp_problem(point[0], now, limits)
+
+
+def decode_logs(body: bytes, *, team_id: int, server_id: int, now: float,
+                limits: Limits) -> tuple[list[LogRecord], Outcome]:
+    outcome, records = Outcome(), list[LogRecord]()
+    for index, entry in enumerate(_list_field(_load(body), "entries")):
+        if index >= limits.max_entries:
+            outcome.drop("batch_limit", f"more than {limits.max_entries} entries in one batch", entry=index)
+            continue
+        problem = _entry_problem(entry, now, limits)
+        if problem:
+            outcome.drop(problem[0], problem[1], entry=index)
+            continue
+        records.append(_record(entry, team_id, server_id, now, limits))
+    outcome.accepted = len(records)
+    return records, outcome
+
+
+def _entry_problem(entry: Any, now: float, limits: Limits) -> tuple[str, str] | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("line"), str):
+        return "invalid_entry", "an entry is {ts, source, line} with line a string"
+    source = entry.get("source", "")
+    if not isinstance(source, str) or len(source) > 1024:
+        return "invalid_source", "source must be a path of at most 1024 characters"
+    try:
+        entry["line"].encode("utf-8")
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_utf8", "the line is not valid UTF-8"
+    if "ts" in entry:
+        problem = _timestamp_problem(entry["ts"], now, limits)
+        if problem:
+            return problem, _POINT_MESSAGES[problem]
+    return None
+
+
+def _record(entry: dict[str, Any], team_id: int, server_id: int, now: float, limits: Limits) -> LogRecord:
+    line: str = entry["line"]
+    if len(line) > limits.max_line_bytes:
+        line = line.encode("utf-8")[: limits.max_line_bytes].decode("utf-8", "ignore")
+    source = entry.get("source", "")
+    parsed = parse_line(line, source)
+    received = float(entry.get("ts", now))
+    # The line's own time is the event's; trust it only when it is plausible, else when the agent read it.
+    ts = parsed.ts if parsed.ts is not None and _timestamp_problem(parsed.ts, now, limits) is None else received
+    return LogRecord(team_id, server_id, ts, source, parsed.level, parsed.message,
+                     orjson.dumps(parsed.fields).decode(), line)

@@ -1,0 +1,26 @@
+"""Opening the telemetry store the settings ask for."""
+
+from __future__ import annotations
+
+from hostatlas.settings import Settings
+from hostatlas.telemetry.model import Retention, TelemetryStore
+
+
+def open_store(settings: Settings) -> TelemetryStore:
+    """ClickHouse when HOSTATLAS_CLICKHOUSE_URL is set, else the embedded SQLite store; schema ensured."""
+    store: TelemetryStore
+    if settings.clickhouse_url:
+        from hostatlas.telemetry.clickhouse import ClickHouseStore
+
+        store = ClickHouseStore(settings.clickhouse_url)
+    else:
+        from hostatlas.telemetry.embedded import EmbeddedStore
+
+        store = EmbeddedStore(settings.data_dir / "telemetry.db")
+    store.migrate()
+    return store
+
+
+def retention_of(settings: Settings) -> Retention:
+    return Retention(raw_seconds=settings.retention_raw, minute_seconds=settings.retention_1m,
+                     hour_seconds=settings.retention_1h, logs_seconds=settings.retention_logs)
