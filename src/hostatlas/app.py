@@ -138,7 +138,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     install_error_handlers(app)
     # The last added runs first: ApiGuard (ids, limits, size caps), then decompression, then the check-in
     # fast path, which so sees requests exactly as the routes would.
-    app.add_middleware(CheckinFastPath)
+    if settings.checkin_fast_path:
+        app.add_middleware(CheckinFastPath)
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)

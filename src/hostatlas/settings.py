@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     key_usage_resolution: float = 60.0
     # How often buffered bookkeeping writes (key usage, check-ins) are flushed.
     flush_interval: float = 1.0
+    # Answer plain check-ins without FastAPI's routing (agentapi.fastpath); off only to compare.
+    checkin_fast_path: bool = True
     # How often each process reloads every active agent token; revocations reach it within a flush interval.
     agent_auth_cache_seconds: float = 900.0
     default_rotation_grace: int = 86_400

@@ -311,7 +311,7 @@ class ClickHouseStore:
             raise ValueError(f"step {query.step} is not a multiple of the {query.tier} tier's {bucket} s")
         if not query.server_ids:
             return []
-        if query.tier is Tier.RAW:
+        if query.tier == Tier.RAW:
             table, aggregate = _RAW, _RAW_AGGS[query.agg]
         else:
             table, aggregate = _ROLLUPS[query.tier], _ROLLUP_AGGS[query.agg]
@@ -421,8 +421,8 @@ class ClickHouseStore:
 
     def _expire(self, table: _Table, cutoff: int) -> int:
         removed = self._drop_old_partitions(table, cutoff)
-        # 18.16 has no TTL and no DELETE IN PARTITION: the partition holding the cutoff keeps older rows
-        # until a mutation rewrites the table's parts without them.
+        # 18.16 has no TTL: the partition holding the cutoff keeps older rows until a mutation rewrites
+        # the parts that hold some (the others it only hard-links), which costs up to a day's partition.
         where = f"{table.time_column} < %(cutoff)s"
         leftover = self._execute(f"SELECT count() FROM {self._db}.{table.name} WHERE {where}", {"cutoff": cutoff})
         if leftover[0][0]:

@@ -134,9 +134,11 @@ _LEVEL_WORD_SET = frozenset(_LEVEL_WORDS)
 
 def _level_from_words(text: str) -> str:
     words = text[:LEVEL_WINDOW].encode("utf-8", "surrogatepass").translate(_WORD_BYTES).split()
-    if _LEVEL_WORD_SET.isdisjoint(words):
-        return "info"
-    return next(_LEVEL_WORDS[word] for word in words if word in _LEVEL_WORD_SET)
+    if not _LEVEL_WORD_SET.isdisjoint(words):
+        for word in words:
+            if word in _LEVEL_WORD_SET:
+                return _LEVEL_WORDS[word]
+    return "info"
 
 
 def _level_from_pri(pri: str | None, message: str) -> str:
@@ -182,13 +184,16 @@ def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int)
     return None if days is None else float(days * 86400 + hour * 3600 + minute * 60 + second)
 
 
+_ZONES: dict[str, int] = {}
+
+
 def _zone_offset(zone: str) -> int:
-    """Seconds east of UTC of "Z", "+05", "+0530" or "-05:30"."""
+    """Seconds east of UTC of "Z", "+05", "+0530" or "-05:30"; a host logs in one zone, so it is cached."""
+    if zone in _ZONES:
+        return _ZONES[zone]
     digits = zone[1:].replace(":", "")
-    if not digits:
-        return 0
-    offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
-    return -offset if zone[0] == "-" else offset
+    offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60 if digits else 0
+    return _remember(_ZONES, zone, -offset if zone[0] == "-" else offset)
 
 
 # ISO-8601 as logs write it. Whole seconds (without zone) are cached: streams repeat them line after line.
@@ -206,7 +211,7 @@ def _iso_ts(stamp: str, fraction: str | None, zone: str | None) -> float | None:
                                                    int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])))
     if ts is None:
         return None
-    if zone and zone[1:]:
+    if zone:
         ts -= _zone_offset(zone)
     if fraction:
         ts += int(fraction[:9]) / _FRACTION_SCALE[min(len(fraction), 9)]
@@ -217,7 +222,8 @@ def _iso_ts(stamp: str, fraction: str | None, zone: str | None) -> float | None:
 
 # nginx writes '"' inside quoted variables as \x22, so [^"]* cannot cut a value short.
 _NGINX_ACCESS = re.compile(
-    r'(\S+) \S+ (\S+) \[([^\]]*)\] "([^"]*)" (\d{3}) (\d{1,20}|-)(?: "([^"]*)" "([^"]*)")?', re.ASCII)
+    r'([^ ]+) [^ ]+ ([^ ]+) \[([^\]]*)\] "(?:([^ "]+) ([^ "]+) ([^ "]+)|([^"]*))" (\d{3}) (\d{1,20}|-)'
+    r'(?: "([^"]*)" "([^"]*)")?', re.ASCII)
 _ACCESS_STAMP = re.compile(r"(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-]\d{4})\Z", re.ASCII)
 _ACCESS_TS: dict[str, float | None] = {}
 _NUMBER = re.compile(r"\d{1,30}(?:\.\d{1,30})?\Z", re.ASCII)
@@ -243,15 +249,13 @@ def _parse_nginx_access(line: str) -> ParsedLine | None:
     end = match.end()
     if end < len(line) and line[end] != " ":  # "200 512abc": not an access line after all
         return None
-    addr, user, stamp, request, status_text, size, referer, agent = match.groups()
+    addr, user, stamp, method, path, protocol, request, status_text, size, referer, agent = match.groups()
     status = int(status_text)
-    parts = request.split(" ")
     fields: dict[str, FieldValue]
-    if len(parts) == 3:
-        method, path, protocol = parts
+    if request is None:  # "METHOD PATH PROTOCOL"
         fields = {"remote_addr": addr, "method": method, "path": path, "protocol": protocol, "status": status}
         message = f"{method} {path} {status_text}"
-    else:
+    else:  # "-", a bare path, TLS bytes sent to the HTTP port...
         fields = {"remote_addr": addr, "status": status}
         message = f"{request} {status_text}"
     if size != "-":
@@ -505,8 +509,8 @@ def _json_field(value: object) -> FieldValue | None:
         return None
 
 
-def _first_understood(obj: dict[str, object], keys: tuple[str, ...],
-                      read: Callable[[object], T | None]) -> tuple[str | None, T | None]:
+def _first_understood(obj: dict[str, Any], keys: tuple[str, ...],
+                      read: Callable[[Any], T | None]) -> tuple[str | None, T | None]:
     for key in keys:
         if key in obj:
             value = read(obj[key])
@@ -515,13 +519,20 @@ def _first_understood(obj: dict[str, object], keys: tuple[str, ...],
     return None, None
 
 
-def _json_fields(obj: dict[str, object], used: tuple[str | None, ...]) -> dict[str, FieldValue]:
+def _json_fields(obj: dict[str, Any], used: tuple[str | None, ...]) -> dict[str, FieldValue]:
     fields: dict[str, FieldValue] = {}
     for key, value in obj.items():
-        if key not in used and (field := _json_field(value)) is not None:
+        if key in used:
+            continue
+        kind = type(value)
+        if kind is int or kind is float or (kind is str and len(value) <= _SAFE_CHARS):  # the usual: as is
+            fields[key] = value
+        elif (field := _json_field(value)) is not None:
             fields[key] = field
-            if len(fields) == MAX_FIELDS:
-                break
+        else:
+            continue
+        if len(fields) == MAX_FIELDS:
+            break
     return fields
 
 
@@ -563,15 +574,11 @@ def parse_line(line: str, source: str = "", *, year: int | None = None) -> Parse
     given, is used as is for RFC 3164 timestamps (no rollover guess).
     """
     try:
-        if line[-1:] in ("\n", "\r"):
+        if line.endswith(("\n", "\r")):
             line = line.rstrip("\r\n")
         first = line[:1]
         parsed: ParsedLine | None = None
-        if first == "{":
-            parsed = _parse_json(line)
-        elif first == "<":
-            parsed = _parse_syslog_pri(line, year)
-        elif "0" <= first <= "9":
+        if "0" <= first <= "9":  # the busiest branch first
             separator = line[4:5]
             if separator == "/":
                 parsed = _parse_nginx_error(line)
@@ -579,6 +586,10 @@ def parse_line(line: str, source: str = "", *, year: int | None = None) -> Parse
                 parsed = _parse_syslog_iso(line)
             else:  # an IPv4 (or digit-led IPv6) remote_addr
                 parsed = _parse_nginx_access(line)
+        elif first == "{":
+            parsed = _parse_json(line)
+        elif first == "<":
+            parsed = _parse_syslog_pri(line, year)
         elif line[:3] in _MONTHS:
             parsed = _parse_rfc3164(line, year)
         elif first:  # an IPv6 or host-name remote_addr
