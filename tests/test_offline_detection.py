@@ -105,7 +105,8 @@ def test_re_enrolling_an_offline_server_brings_it_online_with_its_event(db: Data
                                                                        story: Story) -> None:
     with TestClient(create_app(settings, db=db)) as client:
         server_id, _ = enrol(client, story.admin_a)
-        assert mark_offline(db, settings, utcnow() + timedelta(seconds=settings.offline_after * 3)) == 1
+        silent_for = timedelta(seconds=settings.offline_after + settings.flush_interval + 1)
+        assert mark_offline(db, settings, utcnow() + silent_for) == 1
         again, _ = enrol(client, story.admin_a)
         assert again == server_id
         online = _events(db, "server.online")
