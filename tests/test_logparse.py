@@ -174,6 +174,9 @@ def test_nginx_error_levels(word: str, level: str) -> None:
      ParsedLine(T0, "info", "-- MARK --", {"host": "web-prod-01"}, "syslog")),
     ("<11>Mar 21 14:32:01 web-prod-01 app[5]: something happened",
      ParsedLine(T0, "error", "something happened", {"host": "web-prod-01", "app": "app", "pid": 5}, "syslog")),
+    ("Mar 21 14:32:01 sshd[7]: error: no hostname in this one",  # BSD-style local logs leave the host out
+     ParsedLine(T0, "error", "error: no hostname in this one", {"app": "sshd", "pid": 7}, "syslog")),
+    ("Mar 21 14:32:01 kernel: x", ParsedLine(T0, "info", "x", {"app": "kernel"}, "syslog")),
     ("Mar 21 14:32:01 web-prod-01 systemd-logind[612]: ",
      ParsedLine(T0, "info", "", {"host": "web-prod-01", "app": "systemd-logind", "pid": 612}, "syslog")),
 ])

@@ -247,7 +247,8 @@ def _parse_nginx_access(line: str) -> ParsedLine | None:
     if match is None:
         return None
     end = match.end()
-    if end < len(line) and line[end] != " ":  # "200 512abc": not an access line after all
+    more = end < len(line)
+    if more and line[end] != " ":  # "200 512abc": not an access line after all
         return None
     addr, user, stamp, method, path, protocol, request, status_text, size, referer, agent = match.groups()
     status = int(status_text)
@@ -267,7 +268,7 @@ def _parse_nginx_access(line: str) -> ParsedLine | None:
             fields["referer"] = referer if len(referer) <= _SAFE_CHARS else _cap(referer)
         if agent != "-":
             fields["user_agent"] = agent if len(agent) <= _SAFE_CHARS else _cap(agent)
-    if end < len(line):  # extra fields; a custom log_format conventionally ends in $request_time
+    if more:  # extra fields; a custom log_format conventionally ends in $request_time
         last = line.rpartition(" ")[2]
         if _NUMBER.match(last):
             fields["request_time"] = float(last)
@@ -327,6 +328,7 @@ def _parse_nginx_error(line: str) -> ParsedLine | None:
 _PRI = r"(?:<(\d{1,3})>)?"
 _TAG = r"([^\s\[\]:]+)(?:\[(\d{1,10})\])?:(?: |\Z)"  # "app[pid]: " or "app: "
 _RFC3164 = re.compile(_PRI + r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (\S+) (?:" + _TAG + ")?", re.ASCII)
+_HOSTLESS_TAG = re.compile(r"([^\s\[\]:]+)(?:\[(\d{1,10})\])?:\Z", re.ASCII)
 _SYSLOG_ISO = re.compile(_PRI + _ISO_BODY + r" (\S+) " + _TAG, re.ASCII)
 _RFC5424 = re.compile(r"<(\d{1,3})>\d{1,2} (\S+) (\S+) (\S+) (\S+) (\S+) ", re.ASCII)
 _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)', re.ASCII)
@@ -374,8 +376,12 @@ def _parse_rfc3164(line: str, year: int | None) -> ParsedLine | None:
         return None
     pri, stamp, host, app, pid = match.groups()
     message = line[match.end():]
+    fields = _tag_fields(host, app, pid)
+    if host[-1] == ":" and (tag := _HOSTLESS_TAG.match(host)) is not None:  # "Mar 21 14:32:01 sshd[7]: msg"
+        fields = {"app": tag.group(1)} if tag.group(2) is None else {"app": tag.group(1), "pid": int(tag.group(2))}
+        message = line[match.end(3) + 1:]
     level = _level_from_words(message) if pri is None else _level_from_pri(pri, message)
-    return _line(_rfc3164_ts(stamp, year), level, message, _tag_fields(host, app, pid), "syslog")
+    return _line(_rfc3164_ts(stamp, year), level, message, fields, "syslog")
 
 
 def _parse_syslog_iso(line: str) -> ParsedLine | None:
@@ -574,7 +580,8 @@ def parse_line(line: str, source: str = "", *, year: int | None = None) -> Parse
     given, is used as is for RFC 3164 timestamps (no rollover guess).
     """
     try:
-        if line.endswith(("\n", "\r")):
+        last = line[-1:]
+        if last == "\n" or last == "\r":
             line = line.rstrip("\r\n")
         first = line[:1]
         parsed: ParsedLine | None = None
