@@ -12,25 +12,27 @@ to try, and a line none of them matches is ``plain``.
   connection_id (ints; connection_id is the ``*N``, when present), then each trailing pair (client,
   server, request, upstream, host, ...) with its quotes removed. nginx's local time is taken as UTC.
 - ``syslog``: RFC 3164 (``Mar 21 14:32:01 host app[pid]: msg``), RFC 5424, and the ISO-timestamp
-  variant rsyslog writes, each with or without ``<PRI>``. Fields host, app, pid (int) when present;
-  RFC 5424 adds msgid and each structured-data param as ``"<sd-id>.<param>"`` (pid stays a string
-  when PROCID is not a number). Level from the PRI severity, else from level words in the message.
-  RFC 3164 has no year: ``year`` when given, else the current UTC year, or the previous one when that
-  would put the line more than a day in the future.
+  variant rsyslog writes, each with or without ``<PRI>``. Fields host, app, pid (int) when present (a
+  3164 line may leave the host out: ``Mar 21 14:32:01 sshd[7]: msg``); RFC 5424 adds msgid and each
+  structured-data param as ``"<sd-id>.<param>"`` (pid stays a string when PROCID is not a number).
+  Level from the PRI severity, else from level words in the message. RFC 3164 has no year: ``year``
+  when given, else the current UTC year, or the previous one when that would put the line more than a
+  day in the future.
 - ``json``: a line starting with ``{`` that is a JSON object. Level, ts and message each come from the
   first key of their list whose value is understood (see ``_JSON_*_KEYS``); such a key is not repeated
   in fields. No message key: the whole line is the message. No level key: level words in the message.
   Numeric ts: seconds, or millis/micros/nanos told apart by magnitude; numeric level: syslog severity
   (0-7) or pino/bunyan (10-60). Other top-level keys become fields, at most 32, in document order:
   strings and numbers as they are, booleans "true"/"false", objects and arrays as compact JSON text,
-  nulls left out.
+  nulls left out. Other JSON (arrays, invalid text) is ``plain``.
 - ``plain``: anything else. ts only from a leading ISO-8601 timestamp, which is then cut from the message.
 
 Levels are always one of ``model.LEVELS``, "info" when nothing says otherwise. Level words are whole
 words, any case, in the first 80 characters of the message; the leftmost wins. Timestamps without a
 zone are taken as UTC. Messages and string field values are cut to 8 KiB of UTF-8 at a character
-boundary. ``parse_line`` never raises, and its regexes are anchored and free of nested quantifiers, so
-time is linear in the line's length.
+boundary. ``parse_line`` never raises, and takes time linear in the line's length: every format regex
+is matched at a fixed position rather than searched for, and none repeats a group that can match the
+same text in more than one way. Parsed timestamps are cached per second (bounded), as a stream repeats them.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def _cap(text: str) -> str:
 
 
 def _remember(cache: dict[K, V], key: K, value: V) -> V:
+    """Store into a bounded cache. Readers use one lookup (try/except KeyError), not `in` then `[]`, so
+    another thread clearing the cache between the two cannot make a line fail."""
     if len(cache) >= _CACHE_MAX:
         cache.clear()
     cache[key] = value
@@ -170,8 +174,10 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 
 def _days(year: int, month: int, day: int) -> int | None:
     key = (year * 100 + month) * 100 + day
-    if key in _DAYS:
+    try:
         return _DAYS[key]
+    except KeyError:
+        pass
     leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
     valid = 1 <= month <= 12 and 1 <= day <= (29 if month == 2 and leap else _MONTH_DAYS[month])
     return _remember(_DAYS, key, _days_from_civil(year, month, day) if valid else None)
@@ -189,8 +195,10 @@ _ZONES: dict[str, int] = {}
 
 def _zone_offset(zone: str) -> int:
     """Seconds east of UTC of "Z", "+05", "+0530" or "-05:30"; a host logs in one zone, so it is cached."""
-    if zone in _ZONES:
+    try:
         return _ZONES[zone]
+    except KeyError:
+        pass
     digits = zone[1:].replace(":", "")
     offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60 if digits else 0
     return _remember(_ZONES, zone, -offset if zone[0] == "-" else offset)
@@ -204,9 +212,9 @@ _ISO_SECONDS: dict[str, float | None] = {}
 
 def _iso_ts(stamp: str, fraction: str | None, zone: str | None) -> float | None:
     """Epoch of an _ISO match's groups."""
-    if stamp in _ISO_SECONDS:
+    try:
         ts = _ISO_SECONDS[stamp]
-    else:
+    except KeyError:
         ts = _remember(_ISO_SECONDS, stamp, _epoch(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
                                                    int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])))
     if ts is None:
@@ -231,8 +239,10 @@ _NUMBER = re.compile(r"\d{1,30}(?:\.\d{1,30})?\Z", re.ASCII)
 
 def _access_ts(stamp: str) -> float | None:
     """Epoch of "21/Mar/2026:14:32:01 +0000", cached whole: lines of one second share it."""
-    if stamp in _ACCESS_TS:
+    try:
         return _ACCESS_TS[stamp]
+    except KeyError:
+        pass
     ts = None
     match = _ACCESS_STAMP.match(stamp)
     if match is not None and match.group(2) in _MONTHS:
@@ -287,8 +297,10 @@ _ERROR_TS: dict[str, float | None] = {}
 
 def _error_ts(stamp: str) -> float | None:
     """nginx writes local time with no zone; taken as UTC, the zone hosts are expected to log in."""
-    if stamp in _ERROR_TS:
+    try:
         return _ERROR_TS[stamp]
+    except KeyError:
+        pass
     return _remember(_ERROR_TS, stamp, _epoch(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
                                               int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])))
 
@@ -335,32 +347,40 @@ _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)', re.ASCII)
 _SD_PARAM = re.compile(r' ([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.ASCII | re.DOTALL)
 _SD_UNESCAPE = re.compile(r'\\(["\\\]])')
 _RFC3164_TS: dict[tuple[str, int], float | None] = {}  # (stamp, year) -> epoch
-_THIS_YEAR_TS: dict[str, float | None] = {}  # stamp -> epoch in _YEAR[0]: the hot path's cache
-_YEAR = [0, 0.0, 0.0]  # the current UTC year and its [start, end) in epoch seconds
+# The current UTC year, its [start, end) in epoch seconds, and stamp -> epoch in that year: the hot
+# path's cache. A new year brings a new tuple and dict, so a thread still on the old one cannot taint it.
+_this_year: tuple[int, float, float, dict[str, float | None]] = (0, 0.0, 0.0, {})
 
 
 def _rfc3164_epoch(stamp: str, year: int) -> float | None:
     key = (stamp, year)
-    if key in _RFC3164_TS:
+    try:
         return _RFC3164_TS[key]
+    except KeyError:
+        pass
     return _remember(_RFC3164_TS, key, _epoch(year, _MONTHS.get(stamp[0:3], 0), int(stamp[4:6]),
                                               int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])))
+
+
+def _current_year(now: float) -> tuple[int, float, float, dict[str, float | None]]:
+    global _this_year
+    if not _this_year[1] <= now < _this_year[2]:
+        year = time.gmtime(now).tm_year
+        _this_year = (year, _days_from_civil(year, 1, 1) * 86400.0, _days_from_civil(year + 1, 1, 1) * 86400.0, {})
+    return _this_year
 
 
 def _rfc3164_ts(stamp: str, year: int | None) -> float | None:
     if year is not None:
         return _rfc3164_epoch(stamp, year)
     now = time.time()
-    if not _YEAR[1] <= now < _YEAR[2]:
-        current = time.gmtime(now).tm_year
-        _YEAR[:] = [current, _days_from_civil(current, 1, 1) * 86400.0, _days_from_civil(current + 1, 1, 1) * 86400.0]
-        _THIS_YEAR_TS.clear()
-    if stamp in _THIS_YEAR_TS:
-        ts = _THIS_YEAR_TS[stamp]
-    else:
-        ts = _remember(_THIS_YEAR_TS, stamp, _rfc3164_epoch(stamp, int(_YEAR[0])))
+    current, _, _, cache = _current_year(now)
+    try:
+        ts = cache[stamp]
+    except KeyError:
+        ts = _remember(cache, stamp, _rfc3164_epoch(stamp, current))
     if ts is None or ts > now + 86400:  # a December line read in January, or Feb 29 of a past leap year
-        ts = _rfc3164_epoch(stamp, int(_YEAR[0]) - 1)
+        ts = _rfc3164_epoch(stamp, current - 1)
     return ts
 
 
@@ -572,6 +592,25 @@ def _parse_plain(line: str) -> ParsedLine:
     return _line(ts, _level_from_words(message), message, {}, "plain")
 
 
+def _parse_structured(line: str, year: int | None) -> ParsedLine | None:
+    """The format the first characters point at, or None for plain; at most three regexes are tried."""
+    first = line[:1]
+    if "0" <= first <= "9":  # the busiest branch first
+        separator = line[4:5]
+        if separator == "/":
+            return _parse_nginx_error(line)
+        if separator == "-":
+            return _parse_syslog_iso(line)
+        return _parse_nginx_access(line)  # an IPv4 (or digit-led IPv6) remote_addr
+    if first == "{":
+        return _parse_json(line)
+    if first == "<":
+        return _parse_syslog_pri(line, year)
+    if line[:3] in _MONTHS:
+        return _parse_rfc3164(line, year)
+    return _parse_nginx_access(line) if first else None  # an IPv6 or host-name remote_addr
+
+
 def parse_line(line: str, source: str = "", *, year: int | None = None) -> ParsedLine:
     """Parse one log line; never raises.
 
@@ -583,24 +622,7 @@ def parse_line(line: str, source: str = "", *, year: int | None = None) -> Parse
         last = line[-1:]
         if last == "\n" or last == "\r":
             line = line.rstrip("\r\n")
-        first = line[:1]
-        parsed: ParsedLine | None = None
-        if "0" <= first <= "9":  # the busiest branch first
-            separator = line[4:5]
-            if separator == "/":
-                parsed = _parse_nginx_error(line)
-            elif separator == "-":
-                parsed = _parse_syslog_iso(line)
-            else:  # an IPv4 (or digit-led IPv6) remote_addr
-                parsed = _parse_nginx_access(line)
-        elif first == "{":
-            parsed = _parse_json(line)
-        elif first == "<":
-            parsed = _parse_syslog_pri(line, year)
-        elif line[:3] in _MONTHS:
-            parsed = _parse_rfc3164(line, year)
-        elif first:  # an IPv6 or host-name remote_addr
-            parsed = _parse_nginx_access(line)
+        parsed = _parse_structured(line, year)
         return _parse_plain(line) if parsed is None else parsed
     except Exception:  # a parser bug must cost this line its structure, never the ingestion batch
         return _line(None, "info", line if isinstance(line, str) else "", {}, "plain")
