@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, Security
@@ -32,14 +31,13 @@ from hostatlas.inventory.discovery import apply_snapshot
 from hostatlas.servers import service as servers
 from hostatlas.servers.models import Server
 from hostatlas.teams.models import Team
-from hostatlas.telemetry.ingest import Limits, Outcome, decode_logs, decode_metrics
+from hostatlas.telemetry.ingest import Outcome, decode_logs, decode_metrics
 from hostatlas.telemetry.schemas import IngestResult, LogsBatch, MetricsBatch
 
 router = APIRouter(prefix="/api/v1/agent", tags=["Agent API"])
 
 Agent = Annotated[AgentIdentity, Depends(agent_identity)]
 AGENT_ERRORS = errors(400, 413, 415, 422)
-Decoder = Callable[..., tuple[Any, Outcome]]
 INLINE_DECODE_BYTES = 64 * 1024
 
 
@@ -89,33 +87,32 @@ def discovery(body: DiscoveryRequest, agent: Agent, session: DbSession) -> Disco
     return DiscoveryResponse(summary=summary, **{kind: KindChanges(**vars(diff)) for kind, diff in diffs.items()})
 
 
-async def _decoded(request: Request, decode: Decoder, agent: AgentIdentity, limits: Limits) -> tuple[Any, Outcome]:
+async def _ingest(request: Request, agent: AgentIdentity, *, logs: bool) -> IngestResult:
+    """Decode a telemetry batch entry by entry, then wait until the good entries are committed."""
+    telemetry = request.app.state.telemetry
+    decode: Callable[..., tuple[Any, Outcome]] = decode_logs if logs else decode_metrics
+    limits = telemetry.log_limits if logs else telemetry.metric_limits
     body = await request.body()
     kwargs = {"team_id": agent.team_id, "server_id": agent.server_id, "now": time.time(), "limits": limits}
-    if len(body) <= INLINE_DECODE_BYTES:
-        return decode(body, **kwargs)
     # Thousands of log lines to parse: keep the event loop free meanwhile.
-    return await run_in_threadpool(decode, body, **kwargs)
+    rows, outcome = (decode(body, **kwargs) if len(body) <= INLINE_DECODE_BYTES
+                     else await run_in_threadpool(decode, body, **kwargs))
+    await (telemetry.writer.write(logs=rows) if logs else telemetry.writer.write(metrics=rows))
+    return IngestResult(accepted=outcome.accepted, dropped=outcome.dropped, problems=outcome.problems)
 
 
 @router.post("/metrics", response_model=IngestResult, responses=AGENT_ERRORS, openapi_extra=raw_json_body(MetricsBatch),
              summary="Metric ingestion", description="Every 15 s, one batch of series. Bad points are dropped one "
              "by one and listed in `problems`; the rest is stored, and committed before the answer.")
 async def metrics(request: Request, agent: Agent) -> IngestResult:
-    telemetry = request.app.state.telemetry
-    points, outcome = await _decoded(request, decode_metrics, agent, telemetry.metric_limits)
-    await telemetry.writer.write(metrics=points)
-    return IngestResult(accepted=outcome.accepted, dropped=outcome.dropped, problems=outcome.problems)
+    return await _ingest(request, agent, logs=False)
 
 
 @router.post("/logs", response_model=IngestResult, responses=AGENT_ERRORS, openapi_extra=raw_json_body(LogsBatch),
              summary="Log streaming", description="New lines from the host's log files. Each line is parsed (nginx "
              "access and error, syslog, JSON, plain) into time, level, message and fields, and indexed for search.")
 async def logs(request: Request, agent: Agent) -> IngestResult:
-    telemetry = request.app.state.telemetry
-    records, outcome = await _decoded(request, decode_logs, agent, telemetry.log_limits)
-    await telemetry.writer.write(logs=records)
-    return IngestResult(accepted=outcome.accepted, dropped=outcome.dropped, problems=outcome.problems)
+    return await _ingest(request, agent, logs=True)
 
 
 @router.get("/config", response_model=EffectiveConfig, responses={304: {"description": "Unchanged since the ETag"},
