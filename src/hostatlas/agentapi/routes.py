@@ -98,7 +98,7 @@ async def _ingest(request: Request, agent: AgentIdentity, *, logs: bool) -> Inge
     # Thousands of log lines to parse: keep the event loop free meanwhile.
     rows, outcome = (decode(body, **kwargs) if len(body) <= INLINE_DECODE_BYTES
                      else await run_in_threadpool(decode, body, **kwargs))
-    await (telemetry.writer.write(logs=rows) if logs else telemetry.writer.write(metrics=rows))
+    await (telemetry.log_writer.write(logs=rows) if logs else telemetry.metric_writer.write(metrics=rows))
     return IngestResult(accepted=outcome.accepted, dropped=outcome.dropped, problems=outcome.problems)
 
 
