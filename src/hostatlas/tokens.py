@@ -12,6 +12,7 @@ import hmac
 import secrets
 import string
 import zlib
+from dataclasses import dataclass
 
 ALPHABET = string.digits + string.ascii_letters
 RANDOM_LENGTH = 32
@@ -45,6 +46,25 @@ def is_well_formed(token: str, prefix: str) -> bool:
     if any(char not in ALPHABET for char in body):
         return False
     return hmac.compare_digest(given, _checksum(prefix, body))
+
+
+@dataclass(frozen=True, slots=True)
+class Bearer:
+    """A well-formed secret seen in an Authorization header: its kind (prefix) and its SHA-256."""
+
+    prefix: str
+    hash: str
+
+
+def recognise_bearer(authorization: str | None, prefixes: tuple[str, ...]) -> Bearer | None:
+    """The well-formed secret of an ``Authorization: Bearer ...`` value, hashed once for every later use."""
+    if not authorization or authorization[:7].lower() != "bearer ":
+        return None
+    secret = authorization[7:].strip()
+    for prefix in prefixes:
+        if is_well_formed(secret, prefix):
+            return Bearer(prefix, hash_token(secret))
+    return None
 
 
 def hash_token(token: str) -> str:

@@ -64,9 +64,9 @@ class CheckinFastPath:
 
     @staticmethod
     def _cached_agent(scope: Scope) -> AgentIdentity | None:
-        authorization = header(scope, b"authorization") or ""
-        secret = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
-        if not tokens.is_well_formed(secret, tokens.AGENT_TOKEN_PREFIX):
+        # ApiGuard recognised and hashed the bearer secret already.
+        bearer: tokens.Bearer | None = scope.get("state", {}).get("bearer")
+        if bearer is None or bearer.prefix != tokens.AGENT_TOKEN_PREFIX:
             return None
         authenticator: AgentAuthenticator = scope["app"].state.agent_auth
-        return authenticator.cached(tokens.hash_token(secret))
+        return authenticator.cached(bearer.hash)

@@ -23,7 +23,7 @@ from hostatlas.clock import utcnow
 from hostatlas.errors import PermissionDenied
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
-from hostatlas.http.pagination import ListParams, Page, PageMeta, list_params, paginate
+from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["API keys"])
 
@@ -44,8 +44,7 @@ def list_keys(principal: Reader, session: DbSession, params: ListParams = Depend
         stmt = stmt.where(ApiKey.name.icontains(q, autoescape=True))
     page = paginate(session, stmt, id_column=ApiKey.id, params=params, default_sort="-id",
                     sortable={"created_at": ApiKey.created_at, "name": ApiKey.name})
-    return Page(data=[ApiKeyOut.of(key, now) for key in page.rows],
-                meta=PageMeta(total=page.total, per_page=page.per_page, next_cursor=page.next_cursor))
+    return page_of(page, lambda key: ApiKeyOut.of(key, now))
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, responses=errors(400, 413, 415, 422),

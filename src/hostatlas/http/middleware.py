@@ -14,9 +14,10 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hostatlas import tokens
 from hostatlas.http.asgi import header
 from hostatlas.http.errors import HttpError, envelope, internal_error_body
-from hostatlas.http.ratelimit import Decision, RateLimiter, identity_for
+from hostatlas.http.ratelimit import BEARER_PREFIXES, Decision, RateLimiter, identity_for
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +53,10 @@ class ApiGuard:
         path: str = scope["path"]
         if path.startswith(LIMITED_PREFIXES):
             client = scope.get("client")
-            decision = await self.limiter.hit(identity_for(header(scope, b"authorization"),
-                                                           client[0] if client else None))
+            # Hashed once here; the check-in fast path reads it from the scope instead of hashing again.
+            bearer = tokens.recognise_bearer(header(scope, b"authorization"), BEARER_PREFIXES)
+            scope["state"]["bearer"] = bearer
+            decision = await self.limiter.hit(identity_for(bearer, client[0] if client else None))
             extra_headers += decision.headers()
             if not decision.allowed:
                 await self._refuse(send, extra_headers, 429, "rate_limited",

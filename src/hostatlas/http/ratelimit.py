@@ -41,11 +41,9 @@ class Decision:
         return [(name.lower().encode(), str(value).encode()) for name, value in values]
 
 
-def identity_for(authorization: str | None, client_ip: str | None) -> str:
-    if authorization and authorization[:7].lower() == "bearer ":
-        secret = authorization[7:].strip()
-        if any(tokens.is_well_formed(secret, prefix) for prefix in BEARER_PREFIXES):
-            return "key:" + tokens.hash_token(secret)[:32]
+def identity_for(bearer: tokens.Bearer | None, client_ip: str | None) -> str:
+    if bearer is not None:
+        return "key:" + bearer.hash[:32]
     return f"ip:{client_ip or 'unknown'}"
 
 

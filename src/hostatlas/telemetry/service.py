@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostatlas.errors import InvalidInput
 from hostatlas.inventory.schemas import ServerRef
-from hostatlas.servers.models import Server, ServerTag
+from hostatlas.servers.models import Server
+from hostatlas.servers.service import listing
 from hostatlas.telemetry.model import Agg, LogQuery, Series, SeriesQuery, StoredLog, TelemetryStore
 from hostatlas.telemetry.query import Window
 from hostatlas.telemetry.schemas import LogOut, SeriesOut
@@ -23,13 +23,10 @@ from hostatlas.telemetry.series import label_pairs
 def team_servers(session: Session, team_id: int, *, ids: Sequence[int] | None = None,
                  tag: str | None = None) -> dict[int, str]:
     """The team's servers (id → hostname), narrowed to ids and/or a tag: other teams' ids simply vanish."""
-    stmt = select(Server.id, Server.hostname).where(Server.team_id == team_id)
+    stmt = listing(team_id, status=None, tag=tag, q=None)
     if ids:
         stmt = stmt.where(Server.id.in_(ids))
-    if tag:
-        stmt = stmt.where(Server.id.in_(select(ServerTag.server_id).where(ServerTag.team_id == team_id,
-                                                                          ServerTag.tag == tag)))
-    return {row.id: row.hostname for row in session.execute(stmt)}
+    return {server.id: server.hostname for server in session.scalars(stmt)}
 
 
 def series(store: TelemetryStore, *, team_id: int, servers: dict[int, str], metric: str, labels: dict[str, str],
