@@ -28,6 +28,7 @@ class Target:
     base_url: str
     api_key: str
     database_url: str
+    workdir: Path
 
 
 def _free_port() -> int:
@@ -77,7 +78,7 @@ def serve(backend: str, *, extra_env: dict[str, str] | None = None,
                 time.sleep(0.1)
             else:
                 raise RuntimeError((Path(workdir) / "serve.log").read_text())
-            yield Target(backend, base, key, database_url)
+            yield Target(backend, base, key, database_url, Path(workdir))
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -23,6 +23,8 @@ import asyncio
 import gc
 import os
 import random
+import sqlite3
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -148,6 +150,7 @@ async def _load(target: Target, args: argparse.Namespace) -> tuple[Kind, Kind, f
         async def send_logs(index: int, scheduled: float) -> None:
             await _post(session, logs_url, tokens[index % len(tokens)], log_bodies[index % 16], logs, scheduled)
 
+        print(f"  enrolled {len(tokens)} hosts; load starts", file=sys.stderr, flush=True)
         gc.collect()
         gc.freeze()
         gc.disable()
@@ -208,6 +211,35 @@ def _line(label: str, kind: Kind, elapsed: float, unit: str) -> str:
             f"errors {kind.errors:4d}  p50 {p50:7.2f} ms  p99 {percentile(ms, 0.99):7.2f} ms")
 
 
+def _stored(backend: str, target: Target, clickhouse: str | None) -> tuple[int, int]:
+    """Samples and log lines actually in the store (not just acknowledged)."""
+    if clickhouse:
+        from clickhouse_driver import Client
+
+        client = Client.from_url(clickhouse)
+        try:
+            return (int(client.execute("SELECT count() FROM metrics_raw")[0][0]),
+                    int(client.execute("SELECT count() FROM logs")[0][0]))
+        finally:
+            client.disconnect()
+    with sqlite3.connect(target.workdir / "hostatlas-data" / "telemetry.db") as connection:
+        return (connection.execute("SELECT count(*) FROM metrics_raw").fetchone()[0],
+                connection.execute("SELECT count(*) FROM logs").fetchone()[0])
+
+
+def _wait_until_stored(backend: str, target: Target, clickhouse: str | None, metrics: Kind,
+                       logs: Kind) -> str:
+    """Acknowledged is durable in the spool; report how long after the load the store had it all."""
+    ended, stored = time.monotonic(), (0, 0)
+    while time.monotonic() - ended < 120:
+        stored = _stored(backend, target, clickhouse)
+        if stored[0] >= metrics.accepted and stored[1] >= logs.accepted:
+            return (f"  stored   all {stored[0]} samples and {stored[1]} lines acknowledged, "
+                    f"{time.monotonic() - ended:.1f} s after the load ended")
+        time.sleep(0.1)
+    return f"  stored   ONLY {stored[0]} of {metrics.accepted} samples, {stored[1]} of {logs.accepted} lines"
+
+
 def bench(backend: str, args: argparse.Namespace) -> None:
     extra: dict[str, str] = {}
     clickhouse = _clickhouse_database() if backend == "clickhouse" else None
@@ -216,9 +248,11 @@ def bench(backend: str, args: argparse.Namespace) -> None:
     try:
         with serve("sqlite", extra_env=extra, serve_args=tuple(args.serve_args.split())) as target:
             metrics, logs, elapsed = asyncio.run(_load(target, args))
+            stored = _wait_until_stored(backend, target, clickhouse, metrics, logs)
         print(f"[{backend}] {args.hosts} hosts, {args.log_rate:.0f} log lines/s offered, {elapsed:.0f} s")
         print(_line("metrics", metrics, elapsed, "samples"))
         print(_line("logs", logs, elapsed, "lines"))
+        print(stored)
         if clickhouse:
             metric_rows, log_rows = _direct_clickhouse(clickhouse)
             print(f"  direct   {metric_rows:9.0f} samples/s in 3,000-row INSERTs, {log_rows:9.0f} lines/s in "

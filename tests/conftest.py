@@ -108,6 +108,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         rate_limit="100000/minute",
         flush_interval=3600,  # tests flush explicitly
+        # A storer thread starts in no time; the storer process is tested through real `hostatlas serve`s.
+        telemetry_storer="thread",
     )
 
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hostatlas import __version__, jobs
 from hostatlas.agentapi.auth import AgentAuthenticator
-from hostatlas.agentapi.fastpath import CheckinFastPath
+from hostatlas.agentapi.fastpath import AgentFastPath
 from hostatlas.agentapi.routes import router as agent_router
 from hostatlas.agentconfig.routes import router as agent_config_router
 from hostatlas.apikeys.routes import router as api_keys_router
@@ -136,10 +136,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.run_worker = run_worker
 
     install_error_handlers(app)
-    # The last added runs first: ApiGuard (ids, limits, size caps), then decompression, then the check-in
+    # The last added runs first: ApiGuard (ids, limits, size caps), then decompression, then the agent
     # fast path, which so sees requests exactly as the routes would.
-    if settings.checkin_fast_path:
-        app.add_middleware(CheckinFastPath)
+    if settings.agent_fast_path:
+        app.add_middleware(AgentFastPath)
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)

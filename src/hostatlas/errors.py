@@ -56,3 +56,11 @@ class Unauthenticated(DomainError):
 class PermissionDenied(DomainError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code)
+
+
+class Unavailable(DomainError):
+    """A temporary condition: the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after

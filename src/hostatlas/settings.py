@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     # How often buffered bookkeeping writes (key usage, check-ins) are flushed.
     flush_interval: float = 1.0
     # Answer plain check-ins without FastAPI's routing (agentapi.fastpath); off only to compare.
-    checkin_fast_path: bool = True
+    agent_fast_path: bool = True
     # How often each process reloads every active agent token; revocations reach it within a flush interval.
     agent_auth_cache_seconds: float = 900.0
     default_rotation_grace: int = 86_400
@@ -48,9 +49,17 @@ class Settings(BaseSettings):
     log_line_max_bytes: int = Field(default=16_384, ge=256)
     telemetry_max_age: float = 7 * 86_400.0
     telemetry_max_future: float = 600.0
-    # Group commit: rows per INSERT, and the longest a row waits for its batch to fill.
-    telemetry_batch_rows: int = Field(default=3000, ge=1)
-    telemetry_batch_delay: float = 0.05
+    # Batches are answered once durable in the spool (telemetry/spool.py); the storer stores them in
+    # INSERTs of at most batch_rows rows, within about batch_delay seconds.
+    telemetry_batch_rows: int = Field(default=20_000, ge=1)
+    telemetry_batch_delay: float = Field(default=0.5, gt=0)
+    # Closed segments beyond this size (the store is down or behind) get agents a 503 and Retry-After.
+    telemetry_max_backlog_bytes: int = Field(default=1 << 30, ge=1)
+    telemetry_spool_dir: Path | None = None  # default: data_dir / "telemetry-spool"
+    # "process": the storer parses and stores in its own process, off the serving process's GIL.
+    telemetry_storer: Literal["process", "thread"] = "process"
+    # fdatasync each group of appends: off trades durability on power loss (not on a crash) for speed.
+    telemetry_spool_fsync: bool = True
     # Retention per tier, in seconds.
     retention_raw: int = 7 * 86_400
     retention_1m: int = 31 * 86_400

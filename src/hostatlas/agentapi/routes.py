@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from hostatlas import tokens
 from hostatlas.agentapi.auth import AgentIdentity, agent_identity
-from hostatlas.agentapi.fastpath import record_checkin
+from hostatlas.agentapi.fastpath import ingest, record_checkin
 from hostatlas.agentapi.schemas import (
     CheckInRequest,
     CheckInResponse,
@@ -32,14 +29,13 @@ from hostatlas.inventory.discovery import apply_snapshot
 from hostatlas.servers import service as servers
 from hostatlas.servers.models import Server
 from hostatlas.teams.models import Team
-from hostatlas.telemetry.ingest import Outcome, decode_logs, decode_metrics
 from hostatlas.telemetry.schemas import IngestResult, LogsBatch, MetricsBatch
+from hostatlas.telemetry.spool import Kind
 
 router = APIRouter(prefix="/api/v1/agent", tags=["Agent API"])
 
 Agent = Annotated[AgentIdentity, Depends(agent_identity)]
 AGENT_ERRORS = errors(400, 413, 415, 422)
-INLINE_DECODE_BYTES = 64 * 1024
 
 
 def _own_server(session: Session, agent: AgentIdentity) -> Server:
@@ -88,32 +84,18 @@ def discovery(body: DiscoveryRequest, agent: Agent, session: DbSession) -> Disco
     return DiscoveryResponse(summary=summary, **{kind: KindChanges(**vars(diff)) for kind, diff in diffs.items()})
 
 
-async def _ingest(request: Request, agent: AgentIdentity, *, logs: bool) -> IngestResult:
-    """Decode a telemetry batch entry by entry, then wait until the good entries are committed."""
-    telemetry = request.app.state.telemetry
-    decode: Callable[..., tuple[Any, Outcome]] = decode_logs if logs else decode_metrics
-    limits = telemetry.log_limits if logs else telemetry.metric_limits
-    body = await request.body()
-    kwargs = {"team_id": agent.team_id, "server_id": agent.server_id, "now": time.time(), "limits": limits}
-    # Thousands of log lines to parse: keep the event loop free meanwhile.
-    rows, outcome = (decode(body, **kwargs) if len(body) <= INLINE_DECODE_BYTES
-                     else await run_in_threadpool(decode, body, **kwargs))
-    await (telemetry.log_writer.write(logs=rows) if logs else telemetry.metric_writer.write(metrics=rows))
-    return IngestResult(accepted=outcome.accepted, dropped=outcome.dropped, problems=outcome.problems)
-
-
 @router.post("/metrics", response_model=IngestResult, responses=AGENT_ERRORS, openapi_extra=raw_json_body(MetricsBatch),
              summary="Metric ingestion", description="Every 15 s, one batch of series. Bad points are dropped one "
-             "by one and listed in `problems`; the rest is stored, and committed before the answer.")
+             "by one and listed in `problems`; the rest is stored, and durable before the answer.")
 async def metrics(request: Request, agent: Agent) -> IngestResult:
-    return await _ingest(request, agent, logs=False)
+    return IngestResult(**await ingest(request.app.state.telemetry, agent, Kind.METRICS, await request.body()))
 
 
 @router.post("/logs", response_model=IngestResult, responses=AGENT_ERRORS, openapi_extra=raw_json_body(LogsBatch),
              summary="Log streaming", description="New lines from the host's log files. Each line is parsed (nginx "
              "access and error, syslog, JSON, plain) into time, level, message and fields, and indexed for search.")
 async def logs(request: Request, agent: Agent) -> IngestResult:
-    return await _ingest(request, agent, logs=True)
+    return IngestResult(**await ingest(request.app.state.telemetry, agent, Kind.LOGS, await request.body()))
 
 
 @router.get("/config", response_model=EffectiveConfig, responses={304: {"description": "Unchanged since the ETag"},

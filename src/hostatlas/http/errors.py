@@ -24,6 +24,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.PlanLimitReached: 403,
     errors.Unauthenticated: 401,
     errors.PermissionDenied: 403,
+    errors.Unavailable: 503,
 }
 
 CODE_BY_STATUS = {
@@ -101,7 +102,8 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     status = next(code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind))
     fields = [{"field": p.field, "code": p.code, "message": p.message} for p in exc.fields] or None
-    return error_response(request, status, exc.code, exc.message, fields)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.Unavailable) else None
+    return error_response(request, status, exc.code, exc.message, fields, headers=headers)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

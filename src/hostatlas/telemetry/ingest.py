@@ -18,6 +18,7 @@ from hostatlas.errors import InvalidInput
 from hostatlas.telemetry.logparse import parse_line
 from hostatlas.telemetry.model import LogRecord, MetricPoint
 from hostatlas.telemetry.series import LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS, METRIC_NAME, canonical_labels
+from hostatlas.telemetry.spool import Frame, Kind
 
 MAX_REPORTED_PROBLEMS = 100
 
@@ -44,15 +45,16 @@ class Outcome:
             self.problems.append({**where, "reason": reason, "message": message})
 
 
-def _load(body: bytes) -> Any:
+def _load(body: bytes) -> tuple[Any, bool]:
+    """The document, and whether its strings are certainly valid UTF-8 (orjson accepts nothing else)."""
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), True
     except orjson.JSONDecodeError:
         pass
     try:
         # orjson refuses the whole document for one bad byte; the stdlib keeps such bytes as lone
         # surrogates, so the entries holding them can be dropped one by one.
-        return json.loads(body.decode("utf-8", "surrogateescape"))
+        return json.loads(body.decode("utf-8", "surrogateescape")), False
     except (ValueError, RecursionError):
         raise InvalidInput.single("body", "malformed_json", "The body is not valid JSON") from None
 
@@ -87,28 +89,57 @@ def _labels_problem(labels: Any) -> str | None:
 def decode_metrics(body: bytes, *, team_id: int, server_id: int, now: float,
                    limits: Limits) -> tuple[list[MetricPoint], Outcome]:
     outcome, points = Outcome(), list[MetricPoint]()
-    for index, series in enumerate(_list_field(_load(body), "series")):
+    oldest, newest, room = now - limits.max_age, now + limits.max_future, limits.max_entries
+    for index, series in enumerate(_list_field(_load(body)[0], "series")):
         if not isinstance(series, dict) or not isinstance(series.get("metric"), str) \
                 or not METRIC_NAME.match(series["metric"]):
             outcome.drop("invalid_metric", "metric must be a name like cpu.percent", series=index)
             continue
-        label_problem = _labels_problem(series.get("labels", {}))
+        label_problem, labels = _series_labels(series.get("labels"))
         if label_problem or not isinstance(series.get("points"), list):
             outcome.drop("invalid_series", label_problem or "points must be an array", series=index)
             continue
-        labels = canonical_labels(series.get("labels", {}))
+        metric = series["metric"]
         for position, point in enumerate(series["points"]):
-            if len(points) >= limits.max_entries:
-                outcome.drop("batch_limit", f"more than {limits.max_entries} points in one batch",
-                             series=index, point=position)
+            if len(points) >= room:
+                outcome.drop("batch_limit", f"more than {room} points in one batch", series=index, point=position)
                 continue
-            problem = _point_problem(point, now, limits)
-            if problem:
-                outcome.drop(problem, _POINT_MESSAGES[problem], series=index, point=position)
+            # The common case, checked inline: a pair of numbers, the value finite (x - x is 0 only then),
+            # the time within bounds (comparisons with NaN are false). Anything else takes the slow path.
+            if type(point) is list and len(point) == 2 and type(point[1]) in _NUMBER and type(point[0]) in _NUMBER \
+                    and point[1] - point[1] == 0 and oldest <= point[0] <= newest:
+                points.append(MetricPoint(team_id, server_id, metric, labels, int(point[0]), float(point[1])))
                 continue
-            points.append(MetricPoint(team_id, server_id, series["metric"], labels, int(point[0]), float(point[1])))
+            problem = _point_problem(point, now, limits) or "invalid_point"
+            outcome.drop(problem, _POINT_MESSAGES[problem], series=index, point=position)
     outcome.accepted = len(points)
     return points, outcome
+
+
+_NUMBER = frozenset({int, float})
+# Agents send the same few label sets every batch: validate and canonicalise each once.
+_LABEL_CACHE: dict[tuple[tuple[Any, Any], ...], tuple[str | None, str]] = {}
+_LABEL_CACHE_SIZE = 50_000
+
+
+def _series_labels(labels: Any) -> tuple[str | None, str]:
+    """(problem, canonical label string) for a series' labels; a missing or empty set is ""."""
+    if not labels and (labels is None or isinstance(labels, dict)):
+        return None, ""
+    if not isinstance(labels, dict):
+        return _labels_problem(labels), ""
+    try:
+        key = tuple(labels.items())
+        cached = _LABEL_CACHE.get(key)
+    except TypeError:  # an unhashable value: certainly a problem, which _labels_problem names
+        return _labels_problem(labels), ""
+    if cached is None:
+        problem = _labels_problem(labels)
+        cached = (problem, "" if problem else canonical_labels(labels))
+        if len(_LABEL_CACHE) >= _LABEL_CACHE_SIZE:
+            _LABEL_CACHE.clear()
+        _LABEL_CACHE[key] = cached
+    return cached
 
 
 _POINT_MESSAGES = {
@@ -129,33 +160,48 @@ def _point_problem(point: Any, now: float, limits: Limits) -> str | None:
     return _timestamp_problem(point[0], now, limits)
 
 
-def decode_logs(body: bytes, *, team_id: int, server_id: int, now: float,
-                limits: Limits) -> tuple[list[LogRecord], Outcome]:
+def decode_logs(body: bytes, *, team_id: int, server_id: int, now: float, limits: Limits,
+                parse: bool = True) -> tuple[list[LogRecord], Outcome]:
+    """With ``parse=False`` only judge the entries (the outcome), and make no records: the request path."""
     outcome, records = Outcome(), list[LogRecord]()
-    for index, entry in enumerate(_list_field(_load(body), "entries")):
+    document, valid_utf8 = _load(body)
+    for index, entry in enumerate(_list_field(document, "entries")):
         if index >= limits.max_entries:
             outcome.drop("batch_limit", f"more than {limits.max_entries} entries in one batch", entry=index)
             continue
-        problem = _entry_problem(entry, now, limits)
+        problem = _entry_problem(entry, now, limits, valid_utf8)
         if problem:
             outcome.drop(problem[0], problem[1], entry=index)
             continue
-        records.append(_record(entry, team_id, server_id, now, limits))
-    outcome.accepted = len(records)
+        outcome.accepted += 1
+        if parse:
+            records.append(_record(entry, team_id, server_id, now, limits))
     return records, outcome
 
 
-def _entry_problem(entry: Any, now: float, limits: Limits) -> tuple[str, str] | None:
+def decode_frame(frame: Frame, limits: Limits, *, parse: bool = True) -> tuple[list[Any], Outcome]:
+    """The rows and outcome of one agent batch, judged as of the time it was received."""
+    if frame.kind is Kind.METRICS:
+        points, outcome = decode_metrics(frame.body, team_id=frame.team_id, server_id=frame.server_id,
+                                         now=frame.received_at, limits=limits)
+        return list(points), outcome
+    records, outcome = decode_logs(frame.body, team_id=frame.team_id, server_id=frame.server_id,
+                                   now=frame.received_at, limits=limits, parse=parse)
+    return list(records), outcome
+
+
+def _entry_problem(entry: Any, now: float, limits: Limits, valid_utf8: bool) -> tuple[str, str] | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("line"), str):
         return "invalid_entry", "an entry is {ts, source, line} with line a string"
     source = entry.get("source", "")
     if not isinstance(source, str) or len(source) > 1024:
         return "invalid_source", "source must be a path of at most 1024 characters"
-    try:
-        entry["line"].encode("utf-8")
-        source.encode("utf-8")
-    except UnicodeEncodeError:
-        return "invalid_utf8", "the line is not valid UTF-8"
+    if not valid_utf8:
+        try:
+            entry["line"].encode("utf-8")
+            source.encode("utf-8")
+        except UnicodeEncodeError:
+            return "invalid_utf8", "the line is not valid UTF-8"
     if "ts" in entry:
         problem = _timestamp_problem(entry["ts"], now, limits)
         if problem:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class Agg(StrEnum):
@@ -41,8 +41,9 @@ TIER_SECONDS = {Tier.RAW: 1, Tier.MINUTE: 60, Tier.HOUR: 3600}
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical")
 
 
-@dataclass(frozen=True, slots=True)
-class MetricPoint:
+# Rows are NamedTuples rather than dataclasses: ingestion makes tens of thousands a second, and a
+# tuple is built in C, several times faster than a frozen dataclass's __init__.
+class MetricPoint(NamedTuple):
     team_id: int
     server_id: int
     metric: str
@@ -51,8 +52,7 @@ class MetricPoint:
     value: float
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     team_id: int
     server_id: int
     ts: float

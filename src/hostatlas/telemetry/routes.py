@@ -15,6 +15,7 @@ from hostatlas.servers.service import get_server
 from hostatlas.telemetry import service
 from hostatlas.telemetry.model import LEVELS, Agg, LogQuery, TelemetryStore
 from hostatlas.telemetry.query import parse_step, parse_time, plan
+from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.schemas import LogOut, MetricName, MetricsAnswer, MetricsMeta
 from hostatlas.telemetry.series import label_pairs
 
@@ -28,8 +29,10 @@ TIME_HELP = "ISO-8601, unix seconds, 'now' or relative (-1h, -30m, -7d)"
 
 
 def _store(request: Request) -> TelemetryStore:
-    store: TelemetryStore = request.app.state.telemetry.store
-    return store
+    """The store, once it holds every batch acknowledged so far: an agent's write, then a read, sees it."""
+    telemetry: Telemetry = request.app.state.telemetry
+    telemetry.sync()
+    return telemetry.store
 
 
 def _answer(request: Request, *, team_id: int, servers: dict[int, str], metric: str, start: str | None,

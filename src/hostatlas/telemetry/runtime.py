@@ -1,40 +1,72 @@
-"""The telemetry pieces one app process owns: the store and a group-commit writer per kind.
+"""The telemetry pieces one serving process owns: the store for reads, the spool, its writers, the storer.
 
-Metrics and logs get a writer each, so that a slow INSERT of one kind never holds up the other, and
-ClickHouse, whose INSERT cost is mostly per part written, receives both in parallel.
+A batch's path: the request is judged entry by entry (what is dropped and why goes in the answer),
+its body is appended to the spool and the answer sent once that is durable; the storer then parses it
+and stores it within about ``telemetry_batch_delay`` seconds. Reads call ``sync`` first, so an agent's
+batch followed by a query for it finds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from hostatlas.settings import Settings
-from hostatlas.telemetry.ingest import Limits
+from hostatlas.telemetry.ingest import Limits, Outcome, decode_frame
 from hostatlas.telemetry.model import TelemetryStore
+from hostatlas.telemetry.spool import Frame, Kind, Spool
+from hostatlas.telemetry.storer import Storer, StorerHandle, StorerProcess, StorerThread, limits_of
 from hostatlas.telemetry.stores import open_store
-from hostatlas.telemetry.writer import TelemetryWriter
+from hostatlas.telemetry.writer import SpoolWriter
+
+log = structlog.get_logger(__name__)
+# A log segment is closed at this size at the latest, so that one INSERT batch stays bounded.
+SEGMENT_FRAMES = {Kind.METRICS: 2000, Kind.LOGS: 100}
 
 
 @dataclass
 class Telemetry:
     store: TelemetryStore
-    metric_writer: TelemetryWriter
-    log_writer: TelemetryWriter
-    metric_limits: Limits
-    log_limits: Limits
+    spool: Spool
+    writers: dict[Kind, SpoolWriter]
+    limits: dict[Kind, Limits]
+    storer: StorerHandle
 
     @classmethod
     def start(cls, settings: Settings) -> Telemetry:
         store = open_store(settings)
-        def writer() -> TelemetryWriter:
-            return TelemetryWriter(store, max_rows=settings.telemetry_batch_rows,
-                                   max_delay=settings.telemetry_batch_delay)
+        spool = Spool(settings.telemetry_spool_dir or settings.data_dir / "telemetry-spool",
+                      fsync=settings.telemetry_spool_fsync)
+        writers = {kind: SpoolWriter(spool.segments(kind), spool.directory, name=kind.name.lower(),
+                                     max_frames=SEGMENT_FRAMES[kind], max_delay=settings.telemetry_batch_delay,
+                                     max_backlog_bytes=settings.telemetry_max_backlog_bytes)
+                   for kind in Kind}
+        limits = limits_of(settings)
+        storer: StorerHandle
+        if settings.telemetry_storer == "process":
+            storer = StorerProcess(settings, spool.directory)
+        else:
+            storer = StorerThread(Storer(store, spool.directory, limits, max_rows=settings.telemetry_batch_rows))
+        return cls(store, spool, writers, limits, storer)
 
-        age, future = settings.telemetry_max_age, settings.telemetry_max_future
-        return cls(store, writer(), writer(), Limits(settings.metrics_max_points, age, future),
-                   Limits(settings.logs_max_entries, age, future, settings.log_line_max_bytes))
+    def judge(self, frame: Frame) -> Outcome:
+        """What of the batch will be stored, and what is dropped and why (log lines are parsed later)."""
+        return decode_frame(frame, self.limits[frame.kind], parse=False)[1]
+
+    async def write(self, frame: Frame) -> None:
+        """Return once the batch is durable; the storer stores it within the batch delay."""
+        await self.writers[frame.kind].write(frame.encode())
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Block until every batch acknowledged so far is stored, so a read right after a write sees it."""
+        for writer in self.writers.values():
+            if not writer.sync(timeout):
+                log.warning("telemetry_sync_timed_out", writer=writer.name)
 
     def stop(self) -> None:
-        self.metric_writer.close()
-        self.log_writer.close()
+        for writer in self.writers.values():
+            writer.close()
+        self.storer.stop()
+        self.spool.close()
         self.store.close()

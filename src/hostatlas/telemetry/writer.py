@@ -1,106 +1,138 @@
-"""Group commit for telemetry: requests hand their rows to one writer thread and wait for the commit.
+"""The serving side of telemetry writes: answer each batch once it is durable in the spool.
 
-Backends take large INSERTs far faster than many small ones (ClickHouse 18.16 here: ~420 small
-INSERTs/s, but ~690,000 samples/s in 3,000-row INSERTs). So rows from concurrent requests are pooled
-until a batch is full or the oldest has waited ``max_delay`` seconds, written in one INSERT per kind,
-and only then is each request answered: nothing acknowledged is lost on a crash, and nothing
-unacknowledged was promised. If the write fails, every request in the batch gets the error.
+One writer per kind (metrics, logs), each with a spooler thread. The thread takes every request queued
+meanwhile, appends their frames with one write and one fdatasync, and answers them: group commit on
+local disk. It closes the open segment for the storer once it holds ``max_frames`` frames or its first
+frame has waited ``max_delay`` seconds, or at once when a reader calls ``sync``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
-from hostatlas.telemetry.model import LogRecord, MetricPoint, TelemetryStore
+from hostatlas.errors import Unavailable
+from hostatlas.telemetry.spool import SEGMENT_SUFFIX, SegmentLog
 
 log = structlog.get_logger(__name__)
 
+SPOOL_GROUP = 512  # requests per append at most
+BACKLOG_CHECK_SECONDS = 1.0
+
 
 @dataclass
-class _Pending:
-    metrics: Sequence[MetricPoint]
-    logs: Sequence[LogRecord]
+class _Write:
+    frame: bytes
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future[None]
 
 
 @dataclass
-class _Batch:
-    metrics: list[MetricPoint] = field(default_factory=list)
-    logs: list[LogRecord] = field(default_factory=list)
-    waiting: list[_Pending] = field(default_factory=list)
+class _Sync:
+    """A reader's request: close the open segment and report it, so the reader can wait for its storing."""
 
-    @property
-    def rows(self) -> int:
-        return len(self.metrics) + len(self.logs)
+    closed: Path | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
-class TelemetryWriter:
-    def __init__(self, store: TelemetryStore, *, max_rows: int = 3000, max_delay: float = 0.05) -> None:
-        self.store = store
-        self.max_rows = max_rows
+class SpoolWriter:
+    def __init__(self, segments: SegmentLog, directory: Path, *, name: str, max_frames: int = 2000,
+                 max_delay: float = 0.5, max_backlog_bytes: int = 1 << 30) -> None:
+        self._segments = segments
+        self._directory = directory
+        self.name = name
+        self.max_frames = max_frames
         self.max_delay = max_delay
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="hostatlas-telemetry-writer", daemon=True)
+        self.max_backlog_bytes = max_backlog_bytes
+        self._queue: queue.SimpleQueue[_Write | _Sync | None] = queue.SimpleQueue()
+        self._backlog_bytes = 0
+        self._backlog_checked = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"telemetry-spool-{name}", daemon=True)
         self._thread.start()
 
-    async def write(self, *, metrics: Sequence[MetricPoint] = (), logs: Sequence[LogRecord] = ()) -> None:
-        """Return once the rows are committed; raise what the store raised if they could not be."""
-        if not metrics and not logs:
-            return
+    async def write(self, frame: bytes) -> None:
+        """Return once ``frame`` is durable in the spool."""
+        if self._backlogged():
+            raise Unavailable("telemetry_backlog", "The telemetry store is behind; retry shortly", retry_after=5)
         loop = asyncio.get_running_loop()
-        pending = _Pending(metrics, logs, loop, loop.create_future())
-        self._queue.put(pending)
-        await pending.done
+        write = _Write(frame, loop, loop.create_future())
+        self._queue.put(write)
+        await write.done
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Block until every frame acknowledged before the call is stored; False on timeout."""
+        deadline = time.monotonic() + timeout
+        request = _Sync()
+        self._queue.put(request)
+        if not request.ready.wait(timeout):
+            return False
+        # The storer takes segments in order, so once this one is gone, every earlier one is too.
+        while request.closed is not None and request.closed.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def close(self) -> None:
-        """Write what is queued, then stop."""
+        """Answer what is queued and close the last segment for the storer."""
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    def _backlogged(self) -> bool:
+        """Whether the closed segments waiting for the store exceed the cap (re-measured once a second)."""
+        now = time.monotonic()
+        if now - self._backlog_checked >= BACKLOG_CHECK_SECONDS:
+            self._backlog_checked = now
+            with contextlib.suppress(OSError):  # a segment was stored (deleted) while we looked
+                self._backlog_bytes = sum(entry.stat().st_size for entry in self._directory.iterdir()
+                                          if entry.name.endswith(SEGMENT_SUFFIX))
+        return self._backlog_bytes >= self.max_backlog_bytes
+
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = _Batch()
-            self._add(batch, first)
-            deadline = time.monotonic() + self.max_delay
-            while batch.rows < self.max_rows:
+        while True:
+            timeout = (max(0.0, self._segments.opened_at + self.max_delay - time.monotonic())
+                       if self._segments.frames else None)
+            try:
+                items = [self._queue.get(timeout=timeout)]
+            except queue.Empty:
+                self._segments.rotate()  # the open segment is old enough
+                continue
+            while len(items) < SPOOL_GROUP:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    stopping = True
-                    break
-                self._add(batch, item)
-            self._commit(batch)
+            self._append([item for item in items if isinstance(item, _Write)])
+            if self._segments.frames >= self.max_frames:
+                self._segments.rotate()
+            syncs = [item for item in items if isinstance(item, _Sync)]
+            if syncs:
+                closed = self._segments.rotate()
+                for request in syncs:
+                    request.closed = closed
+                    request.ready.set()
+            if None in items:
+                self._segments.close()
+                return
 
-    @staticmethod
-    def _add(batch: _Batch, pending: _Pending) -> None:
-        batch.metrics.extend(pending.metrics)
-        batch.logs.extend(pending.logs)
-        batch.waiting.append(pending)
-
-    def _commit(self, batch: _Batch) -> None:
-        error: BaseException | None = None
+    def _append(self, writes: list[_Write]) -> None:
+        if not writes:
+            return
+        error: OSError | None = None
         try:
-            self.store.insert_metrics(batch.metrics)
-            self.store.insert_logs(batch.logs)
-        except Exception as exc:
-            log.exception("telemetry_write_failed", metrics=len(batch.metrics), logs=len(batch.logs))
+            self._segments.append([write.frame for write in writes])
+        except OSError as exc:
+            log.exception("telemetry_spool_failed", writer=self.name)
             error = exc
-        for pending in batch.waiting:
-            pending.loop.call_soon_threadsafe(_settle, pending.done, error)
+        for write in writes:
+            write.loop.call_soon_threadsafe(_settle, write.done, error)
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
