@@ -41,6 +41,8 @@ class AgentAuthenticator:
     def __init__(self, reload_seconds: float) -> None:
         self.reload_seconds = reload_seconds
         self._known: dict[str, AgentIdentity] = {}
+        # token hashes per server, so forgetting a server (at every re-enrolment) is not a full scan
+        self._by_server: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         self._revocations_seen_until: datetime = utcnow()
         self._loaded_at = float("-inf")
@@ -51,6 +53,7 @@ class AgentAuthenticator:
     def remember(self, token_hash: str, identity: AgentIdentity) -> None:
         with self._lock:
             self._known[token_hash] = identity
+            self._by_server.setdefault(identity.server_id, set()).add(token_hash)
 
     def load_all(self, db: Database) -> int:
         """Replace the map with every active token, then re-apply recent revocations the load may predate."""
@@ -58,8 +61,11 @@ class AgentAuthenticator:
             rows = session.execute(select(AgentToken.token_hash, AgentToken.server_id, AgentToken.team_id)
                                    .where(AgentToken.revoked_at.is_(None), AgentToken.server_id.is_not(None)))
             known = {row.token_hash: AgentIdentity(row.server_id, row.team_id) for row in rows}
+        by_server: dict[int, set[str]] = {}
+        for token_hash, identity in known.items():
+            by_server.setdefault(identity.server_id, set()).add(token_hash)
         with self._lock:
-            self._known = known
+            self._known, self._by_server = known, by_server
         self._loaded_at = time.monotonic()
         self.sync_revocations(db)
         return len(known)
@@ -85,7 +91,8 @@ class AgentAuthenticator:
 
     def forget_server(self, server_id: int) -> None:
         with self._lock:
-            self._known = {h: identity for h, identity in self._known.items() if identity.server_id != server_id}
+            for token_hash in self._by_server.pop(server_id, ()):
+                self._known.pop(token_hash, None)
 
     def sync_revocations(self, db: Database) -> int:
         """Drop tokens revoked (by any process) since the last sync."""
@@ -96,7 +103,9 @@ class AgentAuthenticator:
         self._revocations_seen_until = now
         with self._lock:
             for token_hash in revoked:
-                self._known.pop(token_hash, None)
+                identity = self._known.pop(token_hash, None)
+                if identity is not None:
+                    self._by_server.get(identity.server_id, set()).discard(token_hash)
         return len(revoked)
 
 
