@@ -35,11 +35,13 @@ from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import RateLimiter
 from hostatlas.inventory.routes import router as inventory_router
 from hostatlas.logging import configure as configure_logging
+from hostatlas.outbound import system_resolver
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings
 from hostatlas.telemetry.routes import router as telemetry_router
 from hostatlas.telemetry.runtime import Telemetry
+from hostatlas.webhooks.routes import router as webhooks_router
 from hostatlas.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -132,7 +134,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.key_usage = KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution))
     app.state.checkins = CheckinBuffer()
     app.state.agent_auth = AgentAuthenticator(settings.agent_auth_cache_seconds)
-    app.state.worker = Worker(app.state.db, settings, jobs.ALL)
+    app.state.resolver = system_resolver  # DNS for outbound requests (webhooks); tests replace it
+    app.state.worker = Worker(app.state.db, settings, jobs.ALL, jobs.loops(app.state.db, settings))
     app.state.run_worker = run_worker
 
     install_error_handlers(app)
@@ -144,7 +147,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        max_body_bytes=settings.max_body_bytes)
     for router in (servers_router, inventory_router, telemetry_router, agent_config_router, events_router,
-                   agent_router, api_keys_router):
+                   agent_router, api_keys_router, webhooks_router):
         app.include_router(router)
     _add_operational_routes(app)
     _document_raw_bodies(app)

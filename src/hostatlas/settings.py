@@ -26,8 +26,15 @@ class Settings(BaseSettings):
 
     offline_after: float = 300.0
     worker_tick: float = 1.0
-    webhook_retry_schedule: str = "60,300,1800,7200,86400"
+    # Seconds before each retry: 5 retries, the last 24 h after the first attempt (each ±10% jitter).
+    webhook_retry_schedule: str = "60,300,1800,10800,73440"
     webhook_allow_private: bool = False
+    webhook_concurrency: int = Field(default=64, ge=1)  # attempts in flight per worker
+    webhook_per_endpoint: int = Field(default=8, ge=1)  # of which at most this many to one webhook
+    webhook_connect_timeout: float = Field(default=5.0, gt=0)
+    webhook_read_timeout: float = Field(default=10.0, gt=0)
+    # A claimed delivery whose worker died is taken over after this many seconds.
+    webhook_lease_seconds: float = Field(default=60.0, gt=0)
 
     rate_limit: str = "600/minute"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

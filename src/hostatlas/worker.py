@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import FrameType
 
@@ -23,12 +23,16 @@ from hostatlas.settings import Settings
 log = structlog.get_logger(__name__)
 
 Job = Callable[[Database, Settings, datetime], int]
+# A long-running loop (the webhook dispatcher) that runs in a thread of its own until the event is set.
+Loop = Callable[[threading.Event], None]
 
 class Worker:
-    def __init__(self, db: Database, settings: Settings, jobs: list[tuple[str, Job]]) -> None:
+    def __init__(self, db: Database, settings: Settings, jobs: list[tuple[str, Job]],
+                 loops: Sequence[tuple[str, Loop]] = ()) -> None:
         self.db = db
         self.settings = settings
         self.jobs = jobs
+        self.loops = loops
         self.stopping = threading.Event()
 
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
@@ -44,9 +48,15 @@ class Worker:
 
     def run_forever(self) -> None:
         log.info("worker_started", jobs=[name for name, _ in self.jobs], tick=self.settings.worker_tick)
+        threads = [threading.Thread(target=loop, args=(self.stopping,), name=f"hostatlas-{name}", daemon=True)
+                   for name, loop in self.loops]
+        for thread in threads:
+            thread.start()
         while not self.stopping.is_set():
             self.run_once()
             self.stopping.wait(self.settings.worker_tick)
+        for thread in threads:
+            thread.join(timeout=30)
         log.info("worker_stopped")
 
     def stop_on_signals(self) -> None:

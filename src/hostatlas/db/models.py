@@ -7,8 +7,10 @@ from hostatlas.events.models import Event
 from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, Service
 from hostatlas.servers.models import AgentToken, Server, ServerTag
 from hostatlas.teams.models import Team
+from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 
 metadata = Base.metadata
 
 __all__ = ["AgentConfigOverride", "AgentToken", "ApiKey", "Certificate", "Container", "Domain", "Event",
-           "InventoryChange", "Server", "ServerTag", "Service", "Team", "metadata"]
+           "InventoryChange", "Server", "ServerTag", "Service", "Team", "Webhook", "WebhookAttempt", "WebhookDelivery",
+           "metadata"]

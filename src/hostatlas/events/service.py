@@ -16,6 +16,13 @@ SERVER_REGISTERED = "server.registered"
 SERVER_DELETED = "server.deleted"
 INVENTORY_CHANGED = "inventory.changed"
 
+# What a webhook may subscribe to: the seed's catalogue (features not built yet emit theirs when they
+# land) plus the platform's own server and inventory events. A webhook without a list gets every event.
+WEBHOOK_EVENTS = (
+    SERVER_OFFLINE, SERVER_ONLINE, "incident.created", "incident.resolved", "alert.triggered", "alert.resolved",
+    "ssl.expiring", "heartbeat.missed", SERVER_REGISTERED, SERVER_DELETED, INVENTORY_CHANGED,
+)
+
 
 def record(session: Session, *, team_id: int, type: str, resource_type: str, resource_id: int | None,
            payload: dict[str, Any], at: datetime, server_id: int | None = None) -> Event:

@@ -46,18 +46,25 @@ from typing import Any, TypeVar
 
 import orjson
 
+from hostatlas.telemetry.logtime import (
+    ISO,
+    ISO_BODY,
+    MONTHS,
+    days_from_civil,
+    epoch,
+    iso_ts,
+    remember,
+    zone_offset,
+)
 from hostatlas.telemetry.model import LEVELS
 
 FieldValue = str | int | float
-K = TypeVar("K")
-V = TypeVar("V")
 T = TypeVar("T")
 
 MAX_TEXT_BYTES = 8192
 MAX_FIELDS = 32
 LEVEL_WINDOW = 80  # further in, a level word is more often the message talking about errors than a level
 _SAFE_CHARS = MAX_TEXT_BYTES // 4  # a str this short cannot exceed MAX_TEXT_BYTES (4 bytes per char at most)
-_CACHE_MAX = 4096  # per timestamp cache; cleared when full, so hostile input cannot grow memory
 
 __all__ = ["LEVELS", "MAX_FIELDS", "MAX_TEXT_BYTES", "ParsedLine", "parse_line"]
 
@@ -102,15 +109,6 @@ def _cap(text: str) -> str:
     return data[:end].decode("utf-8", "surrogatepass")
 
 
-def _remember(cache: dict[K, V], key: K, value: V) -> V:
-    """Store into a bounded cache. Readers use one lookup (try/except KeyError), not `in` then `[]`, so
-    another thread clearing the cache between the two cannot make a line fail."""
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
 # --- levels -------------------------------------------------------------------------------------------
 
 _LEVEL_NAMES = {
@@ -153,79 +151,6 @@ def _level_from_pri(pri: str | None, message: str) -> str:
     return _level_from_words(message)
 
 
-# --- time ---------------------------------------------------------------------------------------------
-
-_MONTHS = {name: number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_FRACTION_SCALE = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000)
-_DAYS: dict[int, int | None] = {}
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm; no datetime limits)."""
-    year -= month <= 2
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146097 + day_of_era - 719468
-
-
-def _days(year: int, month: int, day: int) -> int | None:
-    key = (year * 100 + month) * 100 + day
-    try:
-        return _DAYS[key]
-    except KeyError:
-        pass
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    valid = 1 <= month <= 12 and 1 <= day <= (29 if month == 2 and leap else _MONTH_DAYS[month])
-    return _remember(_DAYS, key, _days_from_civil(year, month, day) if valid else None)
-
-
-def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
-    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second, folded into the next minute
-        return None
-    days = _days(year, month, day)
-    return None if days is None else float(days * 86400 + hour * 3600 + minute * 60 + second)
-
-
-_ZONES: dict[str, int] = {}
-
-
-def _zone_offset(zone: str) -> int:
-    """Seconds east of UTC of "Z", "+05", "+0530" or "-05:30"; a host logs in one zone, so it is cached."""
-    try:
-        return _ZONES[zone]
-    except KeyError:
-        pass
-    digits = zone[1:].replace(":", "")
-    offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60 if digits else 0
-    return _remember(_ZONES, zone, -offset if zone[0] == "-" else offset)
-
-
-# ISO-8601 as logs write it. Whole seconds (without zone) are cached: streams repeat them line after line.
-_ISO_BODY = r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:[.,](\d+))?([Zz]|[+-]\d\d(?::?\d\d)?)?"
-_ISO = re.compile(_ISO_BODY, re.ASCII)
-_ISO_SECONDS: dict[str, float | None] = {}
-
-
-def _iso_ts(stamp: str, fraction: str | None, zone: str | None) -> float | None:
-    """Epoch of an _ISO match's groups."""
-    try:
-        ts = _ISO_SECONDS[stamp]
-    except KeyError:
-        ts = _remember(_ISO_SECONDS, stamp, _epoch(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
-                                                   int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])))
-    if ts is None:
-        return None
-    if zone:
-        ts -= _zone_offset(zone)
-    if fraction:
-        ts += int(fraction[:9]) / _FRACTION_SCALE[min(len(fraction), 9)]
-    return ts
-
-
 # --- nginx access -------------------------------------------------------------------------------------
 
 # nginx writes '"' inside quoted variables as \x22, so [^"]* cannot cut a value short.
@@ -245,11 +170,11 @@ def _access_ts(stamp: str) -> float | None:
         pass
     ts = None
     match = _ACCESS_STAMP.match(stamp)
-    if match is not None and match.group(2) in _MONTHS:
+    if match is not None and match.group(2) in MONTHS:
         day, month, year, hour, minute, second, zone = match.groups()
-        ts = _epoch(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
-        ts = None if ts is None else ts - _zone_offset(zone)
-    return _remember(_ACCESS_TS, stamp, ts)
+        ts = epoch(int(year), MONTHS[month], int(day), int(hour), int(minute), int(second))
+        ts = None if ts is None else ts - zone_offset(zone)
+    return remember(_ACCESS_TS, stamp, ts)
 
 
 def _parse_nginx_access(line: str) -> ParsedLine | None:
@@ -301,7 +226,7 @@ def _error_ts(stamp: str) -> float | None:
         return _ERROR_TS[stamp]
     except KeyError:
         pass
-    return _remember(_ERROR_TS, stamp, _epoch(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
+    return remember(_ERROR_TS, stamp, epoch(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
                                               int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])))
 
 
@@ -341,7 +266,7 @@ _PRI = r"(?:<(\d{1,3})>)?"
 _TAG = r"([^\s\[\]:]+)(?:\[(\d{1,10})\])?:(?: |\Z)"  # "app[pid]: " or "app: "
 _RFC3164 = re.compile(_PRI + r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (\S+) (?:" + _TAG + ")?", re.ASCII)
 _HOSTLESS_TAG = re.compile(r"([^\s\[\]:]+)(?:\[(\d{1,10})\])?:\Z", re.ASCII)
-_SYSLOG_ISO = re.compile(_PRI + _ISO_BODY + r" (\S+) " + _TAG, re.ASCII)
+_SYSLOG_ISO = re.compile(_PRI + ISO_BODY + r" (\S+) " + _TAG, re.ASCII)
 _RFC5424 = re.compile(r"<(\d{1,3})>\d{1,2} (\S+) (\S+) (\S+) (\S+) (\S+) ", re.ASCII)
 _SD_ELEMENT = re.compile(r'\[([^\s=\]"]+)', re.ASCII)
 _SD_PARAM = re.compile(r' ([^\s=\]"]+)="((?:[^"\\]|\\.)*)"', re.ASCII | re.DOTALL)
@@ -358,7 +283,7 @@ def _rfc3164_epoch(stamp: str, year: int) -> float | None:
         return _RFC3164_TS[key]
     except KeyError:
         pass
-    return _remember(_RFC3164_TS, key, _epoch(year, _MONTHS.get(stamp[0:3], 0), int(stamp[4:6]),
+    return remember(_RFC3164_TS, key, epoch(year, MONTHS.get(stamp[0:3], 0), int(stamp[4:6]),
                                               int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])))
 
 
@@ -366,7 +291,7 @@ def _current_year(now: float) -> tuple[int, float, float, dict[str, float | None
     global _this_year
     if not _this_year[1] <= now < _this_year[2]:
         year = time.gmtime(now).tm_year
-        _this_year = (year, _days_from_civil(year, 1, 1) * 86400.0, _days_from_civil(year + 1, 1, 1) * 86400.0, {})
+        _this_year = (year, days_from_civil(year, 1, 1) * 86400.0, days_from_civil(year + 1, 1, 1) * 86400.0, {})
     return _this_year
 
 
@@ -378,7 +303,7 @@ def _rfc3164_ts(stamp: str, year: int | None) -> float | None:
     try:
         ts = cache[stamp]
     except KeyError:
-        ts = _remember(cache, stamp, _rfc3164_epoch(stamp, current))
+        ts = remember(cache, stamp, _rfc3164_epoch(stamp, current))
     if ts is None or ts > now + 86400:  # a December line read in January, or Feb 29 of a past leap year
         ts = _rfc3164_epoch(stamp, current - 1)
     return ts
@@ -413,7 +338,7 @@ def _parse_syslog_iso(line: str) -> ParsedLine | None:
         return None
     message = line[match.end():]
     level = _level_from_words(message) if pri is None else _level_from_pri(pri, message)
-    return _line(_iso_ts(stamp, fraction, zone), level, message, _tag_fields(host, app, pid), "syslog")
+    return _line(iso_ts(stamp, fraction, zone), level, message, _tag_fields(host, app, pid), "syslog")
 
 
 def _structured_data(line: str, position: int, fields: dict[str, FieldValue]) -> int:
@@ -460,8 +385,8 @@ def _parse_rfc5424(line: str) -> ParsedLine | None:
     message = line[message_at + 1:] if line.startswith(" ", message_at) else line[message_at:]
     if message.startswith("\ufeff"):  # RFC 5424 marks a UTF-8 MSG with a BOM
         message = message[1:]
-    iso = _ISO.match(stamp)
-    ts = _iso_ts(*iso.groups()) if iso is not None and iso.end() == len(stamp) else None  # "-": no time
+    iso = ISO.match(stamp)
+    ts = iso_ts(*iso.groups()) if iso is not None and iso.end() == len(stamp) else None  # "-": no time
     return _line(ts, _level_from_pri(pri, message), message, fields, "syslog")
 
 
@@ -510,9 +435,9 @@ def _epoch_number(value: float) -> float | None:
 
 def _json_ts(value: object) -> float | None:
     if type(value) is str:
-        match = _ISO.match(value)
+        match = ISO.match(value)
         if match is not None and match.end() == len(value):
-            return _iso_ts(*match.groups())
+            return iso_ts(*match.groups())
         return _epoch_number(float(value)) if _NUMBER.match(value) else None
     if type(value) is int or type(value) is float:
         return _epoch_number(value)
@@ -585,8 +510,8 @@ def _parse_json(line: str) -> ParsedLine | None:
 def _parse_plain(line: str) -> ParsedLine:
     ts = None
     message = line
-    if "0" <= line[:1] <= "9" and (match := _ISO.match(line)) is not None:
-        ts = _iso_ts(*match.groups())
+    if "0" <= line[:1] <= "9" and (match := ISO.match(line)) is not None:
+        ts = iso_ts(*match.groups())
         if ts is not None:  # an impossible date is no timestamp: it stays in the message
             message = line[match.end():].lstrip()
     return _line(ts, _level_from_words(message), message, {}, "plain")
@@ -606,7 +531,7 @@ def _parse_structured(line: str, year: int | None) -> ParsedLine | None:
         return _parse_json(line)
     if first == "<":
         return _parse_syslog_pri(line, year)
-    if line[:3] in _MONTHS:
+    if line[:3] in MONTHS:
         return _parse_rfc3164(line, year)
     return _parse_nginx_access(line) if first else None  # an IPv6 or host-name remote_addr
 

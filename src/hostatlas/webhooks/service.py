@@ -1,0 +1,135 @@
+"""Webhooks: the team's endpoints, their secrets, and the deliveries the API and the fan-out create."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hostatlas.clock import isoformat_z
+from hostatlas.errors import InvalidInput, NotFound
+from hostatlas.events import service as events
+from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
+from hostatlas.webhooks.signing import new_secret
+
+TEST_EVENT = "webhook.test"
+MAX_GRACE = timedelta(days=7)
+
+
+def new_delivery_id() -> str:
+    return "del_" + secrets.token_hex(12)
+
+
+def check_events(names: Sequence[str] | None) -> list[str] | None:
+    """The subscription as stored: None for every event, else the names, each one the platform emits."""
+    if names is None:
+        return None
+    unknown = sorted(set(names) - set(events.WEBHOOK_EVENTS))
+    if unknown:
+        raise InvalidInput.single("events", "unknown_event", f"Unknown event {unknown[0]!r}; known: "
+                                  + ", ".join(events.WEBHOOK_EVENTS))
+    if not names:
+        raise InvalidInput.single("events", "empty", "Subscribe to at least one event, or leave events out for all")
+    return sorted(set(names))
+
+
+def create_webhook(session: Session, *, team_id: int, url: str, events_: Sequence[str] | None, description: str,
+                   now: datetime) -> Webhook:
+    webhook = Webhook(team_id=team_id, url=url, description=description, events=check_events(events_),
+                      enabled=True, enabled_since=now, secret=new_secret(), created_at=now, updated_at=now)
+    session.add(webhook)
+    session.flush()
+    return webhook
+
+
+def get_webhook(session: Session, *, team_id: int, webhook_id: int) -> Webhook:
+    webhook = session.get(Webhook, webhook_id)
+    if webhook is None or webhook.team_id != team_id:
+        raise NotFound("Webhook", "webhook_not_found")
+    return webhook
+
+
+def update_webhook(webhook: Webhook, changes: dict[str, Any], now: datetime) -> Webhook:
+    """Apply the fields given. Re-enabling delivers events from now on, not those missed meanwhile."""
+    if "url" in changes:
+        webhook.url = changes["url"]
+    if "description" in changes:
+        webhook.description = changes["description"]
+    if "events" in changes:
+        webhook.events = check_events(changes["events"])
+    if "enabled" in changes and changes["enabled"] != webhook.enabled:
+        webhook.enabled = changes["enabled"]
+        if webhook.enabled:
+            webhook.enabled_since = now
+            webhook.disabled_reason = None
+    webhook.updated_at = now
+    return webhook
+
+
+def rotate_secret(webhook: Webhook, *, grace: timedelta, now: datetime) -> Webhook:
+    """A new secret signs from now on; the old one signs too until the grace period ends."""
+    if grace < timedelta(0) or grace > MAX_GRACE:
+        raise InvalidInput.single("grace_seconds", "out_of_range", "grace_seconds must be between 0 and 604800")
+    webhook.previous_secret = webhook.secret if grace else None
+    webhook.previous_secret_expires_at = now + grace if grace else None
+    webhook.secret = new_secret()
+    webhook.updated_at = now
+    return webhook
+
+
+def secrets_in_use(webhook: Webhook, now: datetime) -> list[str]:
+    """The secrets that sign an attempt made at ``now``: the current one, then the previous in its grace."""
+    if webhook.previous_secret and webhook.previous_secret_expires_at and webhook.previous_secret_expires_at > now:
+        return [webhook.secret, webhook.previous_secret]
+    return [webhook.secret]
+
+
+def payload(event: str, delivery_id: str, at: datetime, data: dict[str, Any]) -> str:
+    return orjson.dumps({"event": event, "delivery_id": delivery_id, "timestamp": isoformat_z(at),
+                         "data": data}).decode()
+
+
+def new_delivery(webhook: Webhook, *, event: str, event_id: int | None, data: dict[str, Any], at: datetime,
+                 now: datetime, redelivery_of: str | None = None) -> WebhookDelivery:
+    delivery_id = new_delivery_id()
+    return WebhookDelivery(delivery_id=delivery_id, team_id=webhook.team_id, webhook_id=webhook.id,
+                           event_id=event_id, event=event, body=payload(event, delivery_id, at, data),
+                           status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
+                           redelivery_of=redelivery_of, created_at=now)
+
+
+def send_test(session: Session, webhook: Webhook, now: datetime) -> WebhookDelivery:
+    data = {"webhook": {"id": webhook.id, "url": webhook.url, "description": webhook.description},
+            "message": "This is a test delivery from HostAtlas."}
+    delivery = new_delivery(webhook, event=TEST_EVENT, event_id=None, data=data, at=now, now=now)
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def get_delivery(session: Session, *, team_id: int, webhook_id: int, delivery_id: str) -> WebhookDelivery:
+    delivery = session.scalars(select(WebhookDelivery).where(WebhookDelivery.delivery_id == delivery_id)).first()
+    if delivery is None or delivery.team_id != team_id or delivery.webhook_id != webhook_id:
+        raise NotFound("Delivery", "delivery_not_found")
+    return delivery
+
+
+def attempts_of(session: Session, delivery: WebhookDelivery) -> list[WebhookAttempt]:
+    return list(session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id)
+                                .order_by(WebhookAttempt.number)))
+
+
+def redeliver(session: Session, webhook: Webhook, delivery: WebhookDelivery, now: datetime) -> WebhookDelivery:
+    """The same event and data again, as a new delivery (new delivery_id: the receiver must not skip it)."""
+    original = orjson.loads(delivery.body)
+    copy = new_delivery(webhook, event=delivery.event, event_id=delivery.event_id, data=original["data"],
+                        at=datetime.fromisoformat(original["timestamp"].replace("Z", "+00:00")), now=now,
+                        redelivery_of=delivery.delivery_id)
+    session.add(copy)
+    session.flush()
+    return copy

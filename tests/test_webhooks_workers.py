@@ -1,0 +1,99 @@
+"""Real `hostatlas worker` processes sharing the delivery queue: no double delivery, and a killed worker's
+claimed delivery is completed by another once its lease expires."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from sqlalchemy import select
+
+from hostatlas.clock import utcnow
+from hostatlas.db.engine import Database
+from hostatlas.events import service as events
+from hostatlas.webhooks import service
+from hostatlas.webhooks.models import WebhookDelivery
+from tests.receiver import Received, Reply, receiver
+from tests.support import Story, hostatlas_command
+
+
+def _worker(tmp_path: Path, database_url: str, **env: str) -> subprocess.Popen[bytes]:
+    full = {**os.environ, "HOSTATLAS_DATABASE_URL": database_url, "HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true",
+            "HOSTATLAS_WORKER_TICK": "0.2", **env}
+    log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - the process holds it
+    return subprocess.Popen([*hostatlas_command(), "worker"], cwd=tmp_path, env=full, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _logs(tmp_path: Path) -> str:
+    return "\n".join(path.read_text()[-3000:] for path in sorted(tmp_path.glob("worker-*.log")))
+
+
+def _statuses(db: Database) -> Counter[str]:
+    with db.session(write=False) as session:
+        return Counter(session.scalars(select(WebhookDelivery.status)))
+
+
+def _setup(db: Database, team_id: int, url: str, events_count: int) -> None:
+    now = utcnow()
+    with db.session(write=True) as session:
+        service.create_webhook(session, team_id=team_id, url=url, events_=None, description="", now=now)
+    with db.session(write=True) as session:
+        for number in range(events_count):
+            events.record(session, team_id=team_id, type=events.SERVER_OFFLINE, resource_type="server",
+                          resource_id=number, payload={"n": number}, at=now, server_id=number)
+
+
+def test_a_killed_workers_delivery_is_completed_by_another(db: Database, story: Story, database_url: str,
+                                                           tmp_path: Path) -> None:
+    # The first request hangs (the worker is killed while waiting for the answer); later ones succeed.
+    with receiver(Reply(200, delay=30.0), default=Reply(200)) as hook:
+        _setup(db, story.team_a, hook.url, 1)
+        first = _worker(tmp_path, database_url, HOSTATLAS_WEBHOOK_LEASE_SECONDS="2")
+        try:
+            hook.wait_for(1, timeout=20)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        assert _statuses(db) == Counter({"pending": 1})
+        second = _worker(tmp_path, database_url, HOSTATLAS_WEBHOOK_LEASE_SECONDS="2")
+        try:
+            deadline = time.monotonic() + 20
+            while _statuses(db) != Counter({"succeeded": 1}) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            second.terminate()
+            assert second.wait(timeout=30) == 0
+        assert _statuses(db) == Counter({"succeeded": 1}), _logs(tmp_path)
+        requests = hook.requests
+    # Delivered again after the lease ran out: the duplicate carries the same delivery_id.
+    assert len(requests) == 2
+    ids = {orjson.loads(request.body)["delivery_id"] for request in requests}
+    assert len(ids) == 1 and {request.headers["x-hostatlas-delivery"] for request in requests} == ids
+
+
+def test_two_workers_share_the_queue_without_double_delivery(db: Database, story: Story, database_url: str,
+                                                             tmp_path: Path) -> None:
+    def slow(_: Received) -> Reply:
+        return Reply(200, delay=0.01)
+
+    with receiver(default=slow) as hook:
+        _setup(db, story.team_a, hook.url, 300)
+        workers = [_worker(tmp_path, database_url, HOSTATLAS_WEBHOOK_CONCURRENCY="8") for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 60
+            while _statuses(db) != Counter({"succeeded": 300}) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                assert worker.wait(timeout=30) == 0
+        assert _statuses(db) == Counter({"succeeded": 300}), _logs(tmp_path)
+        delivered = Counter(orjson.loads(request.body)["delivery_id"] for request in hook.requests)
+    assert len(delivered) == 300 and set(delivered.values()) == {1}
