@@ -43,7 +43,6 @@ log = structlog.get_logger(__name__)
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 IDLE_POLL_SECONDS = 0.02
 ADOPT_EVERY_SECONDS = 5.0
-STORER_NICENESS = 5
 STOP_ATTEMPTS = 3  # when stopping, give up after this many failed attempts and leave the rest on disk
 
 
@@ -191,8 +190,6 @@ def main(directory: Path, parent: int) -> None:
 
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
     configure_logging(settings.log_level, json=settings.log_json)
-    # Storing is behind the answer already: when CPU is short, the serving process should have it.
-    os.nice(STORER_NICENESS)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lock = hold_lock(directory / STORER_LOCK)
