@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import structlog
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 
 from hostatlas import __version__
 from hostatlas.clock import utcnow
@@ -51,6 +51,8 @@ IDLE_POLL_SECONDS = 0.25
 RESPONSE_EXCERPT_CHARS = 2048
 MAX_RETRY_AFTER_SECONDS = 86_400
 JITTER = 0.1
+RECORD_BATCH = 64
+RECORD_EVERY_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,8 @@ class Dispatcher:
                        WebhookDelivery.next_attempt_at <= now,
                        or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
                        or_(Webhook.enabled, WebhookDelivery.event == TEST_EVENT))
-                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-                .limit(limit * 4).with_for_update(skip_locked=True, of=WebhookDelivery)).all()
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(limit * 2).with_for_update(skip_locked=True, of=WebhookDelivery)).all()
             taking: Counter[int] = Counter()
             chosen: list[int] = []
             for delivery_id, webhook_id in candidates:
@@ -180,7 +182,9 @@ class Dispatcher:
         if not outcomes:
             return
         now = now or self.clock()
-        attempts, gone = [], set()
+        attempts: list[dict[str, object]] = []
+        moves: list[dict[str, object]] = []
+        gone: set[int] = set()
         with self.db.session(write=True) as session:
             for outcome in outcomes:
                 claimed, answer, number = outcome.claimed, outcome.answer, outcome.claimed.attempts + 1
@@ -193,13 +197,19 @@ class Dispatcher:
                     "duration_ms": outcome.duration_ms, "url": claimed.url, "request_headers": outcome.request_headers,
                     "response_status": status, "response_body": excerpt, "error": error,
                     "error_detail": outcome.error.detail[:500] if outcome.error else None})
-                values = self._next_state(outcome, number, now)
+                state = self._next_state(outcome, number, now)
+                moves.append({"b_id": claimed.id, "b_attempts": number, "b_status": state["status"],
+                              "b_completed": state["completed_at"], "b_next": state["next_attempt_at"]})
                 if status == 410:
                     gone.add(claimed.webhook_id)
-                # Only while we still hold the lease: a worker that took it over decides from then on.
-                session.execute(update(WebhookDelivery).where(WebhookDelivery.id == claimed.id,
-                                                              WebhookDelivery.lease_owner == self.owner)
-                                .values(attempts=number, lease_owner=None, lease_expires_at=None, **values))
+            # One executemany. Only while we still hold the lease: a worker that took it over decides now.
+            deliveries = WebhookDelivery.__table__
+            assert isinstance(deliveries, Table)
+            session.execute(update(deliveries).where(deliveries.c.id == bindparam("b_id"),
+                                                     deliveries.c.lease_owner == self.owner)
+                            .values(attempts=bindparam("b_attempts"), status=bindparam("b_status"),
+                                    completed_at=bindparam("b_completed"), next_attempt_at=bindparam("b_next"),
+                                    lease_owner=None, lease_expires_at=None), moves)
             session.execute(insert(WebhookAttempt), attempts)
             if gone:
                 session.execute(update(Webhook).where(Webhook.id.in_(gone)).values(
@@ -214,7 +224,8 @@ class Dispatcher:
         delay = self.schedule[number - 1] * (1 + JITTER * (2 * self.rng() - 1))
         if answer is not None and answer.status in (429, 503):
             delay = _retry_after(answer, now) or delay
-        return {"next_attempt_at": now + timedelta(seconds=delay)}
+        return {"status": DeliveryStatus.PENDING.value, "completed_at": None,
+                "next_attempt_at": now + timedelta(seconds=delay)}
 
     # -- the loop --
 
@@ -230,32 +241,45 @@ class Dispatcher:
             await self.outbound.aclose()  # its connections belong to this event loop
 
     async def run(self, stopping: threading.Event) -> None:
-        """Keep ``webhook_concurrency`` attempts in flight, recording them in batches, until ``stopping``."""
+        """Keep ``webhook_concurrency`` attempts in flight until ``stopping``; claim and record in batches.
+
+        Claims wait until a quarter of the slots are free and finished attempts are recorded 64 at a time
+        (or after 0.1 s): a transaction per attempt would cost the database more than the sending.
+        """
         in_flight: set[asyncio.Task[Outcome]] = set()
-        fanned_out_at = 0.0
-        while not stopping.is_set() or in_flight:
+        finished: list[Outcome] = []
+        fanned_out_at, first_finished_at = 0.0, 0.0
+        concurrency = self.settings.webhook_concurrency
+        while not stopping.is_set() or in_flight or finished:
             try:
                 if not stopping.is_set() and time.monotonic() - fanned_out_at >= FAN_OUT_EVERY_SECONDS:
                     fanned_out_at = time.monotonic()
                     while await asyncio.to_thread(self.fan_out) == FAN_OUT_BATCH:
                         pass
-                room = 0 if stopping.is_set() else self.settings.webhook_concurrency - len(in_flight)
-                claimed = await asyncio.to_thread(self.claim, room) if room > 0 else []
+                room = 0 if stopping.is_set() else concurrency - len(in_flight)
+                wanted = room > 0 and (room >= max(1, concurrency // 4) or not in_flight)
+                claimed = await asyncio.to_thread(self.claim, room) if wanted else []
             except Exception:
                 log.exception("webhook_dispatch_failed")
                 claimed = []
             in_flight.update(asyncio.create_task(self.attempt(item)) for item in claimed)
-            if not in_flight:
+            if in_flight:
+                done, in_flight = await asyncio.wait(in_flight, timeout=RECORD_EVERY_SECONDS,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                if done and not finished:
+                    first_finished_at = time.monotonic()
+                finished.extend(task.result() for task in done)
+            elif not finished:
                 await asyncio.sleep(IDLE_POLL_SECONDS)
                 continue
-            done, in_flight = await asyncio.wait(in_flight, timeout=IDLE_POLL_SECONDS,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-            if done:
+            if finished and (len(finished) >= RECORD_BATCH or not in_flight
+                             or time.monotonic() - first_finished_at >= RECORD_EVERY_SECONDS):
                 try:
-                    await asyncio.to_thread(self.record, [task.result() for task in done])
+                    await asyncio.to_thread(self.record, finished)
                 except Exception:
                     # The leases expire and the deliveries are tried again: at least once.
-                    log.exception("webhook_record_failed", attempts=len(done))
+                    log.exception("webhook_record_failed", attempts=len(finished))
+                finished = []
         await self.outbound.aclose()
 
     def run_forever(self, stopping: threading.Event) -> None:
