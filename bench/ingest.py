@@ -211,7 +211,7 @@ def _line(label: str, kind: Kind, elapsed: float, unit: str) -> str:
             f"errors {kind.errors:4d}  p50 {p50:7.2f} ms  p99 {percentile(ms, 0.99):7.2f} ms")
 
 
-def _stored(backend: str, target: Target, clickhouse: str | None) -> tuple[int, int]:
+def _stored(target: Target, clickhouse: str | None) -> tuple[int, int]:
     """Samples and log lines actually in the store (not just acknowledged)."""
     if clickhouse:
         from clickhouse_driver import Client
@@ -227,12 +227,12 @@ def _stored(backend: str, target: Target, clickhouse: str | None) -> tuple[int, 
                 connection.execute("SELECT count(*) FROM logs").fetchone()[0])
 
 
-def _wait_until_stored(backend: str, target: Target, clickhouse: str | None, metrics: Kind,
+def _wait_until_stored(target: Target, clickhouse: str | None, metrics: Kind,
                        logs: Kind) -> str:
     """Acknowledged is durable in the spool; report how long after the load the store had it all."""
     ended, stored = time.monotonic(), (0, 0)
     while time.monotonic() - ended < 120:
-        stored = _stored(backend, target, clickhouse)
+        stored = _stored(target, clickhouse)
         if stored[0] >= metrics.accepted and stored[1] >= logs.accepted:
             return (f"  stored   all {stored[0]} samples and {stored[1]} lines acknowledged, "
                     f"{time.monotonic() - ended:.1f} s after the load ended")
@@ -248,7 +248,7 @@ def bench(backend: str, args: argparse.Namespace) -> None:
     try:
         with serve("sqlite", extra_env=extra, serve_args=tuple(args.serve_args.split())) as target:
             metrics, logs, elapsed = asyncio.run(_load(target, args))
-            stored = _wait_until_stored(backend, target, clickhouse, metrics, logs)
+            stored = _wait_until_stored(target, clickhouse, metrics, logs)
         print(f"[{backend}] {args.hosts} hosts, {args.log_rate:.0f} log lines/s offered, {elapsed:.0f} s")
         print(_line("metrics", metrics, elapsed, "samples"))
         print(_line("logs", logs, elapsed, "lines"))

@@ -45,7 +45,6 @@ class OutboundError(Exception):
 class Answer:
     status: int
     body: bytes  # at most max_response_bytes
-    truncated: bool
     duration_ms: int
     retry_after: str | None = None
 
@@ -114,11 +113,10 @@ class Outbound:
             client = self._client(f"{parts.scheme}://{host}:{port}")
             async with client.stream("POST", target, content=body, headers=request_headers,
                                      extensions=extensions) as response:
-                received, truncated = bytearray(), False
+                received = bytearray()
                 async for chunk in response.aiter_raw():
                     received += chunk
                     if len(received) > self.max_response_bytes:
-                        truncated = True
                         break
         except httpx.TimeoutException as exc:
             raise OutboundError("timeout", _describe(exc) or "timed out") from None
@@ -127,7 +125,7 @@ class Outbound:
         except httpx.HTTPError as exc:
             raise OutboundError("connection_error", _describe(exc)) from None
         duration_ms = round((time.perf_counter() - started) * 1000)
-        return Answer(response.status_code, bytes(received[: self.max_response_bytes]), truncated, duration_ms,
+        return Answer(response.status_code, bytes(received[: self.max_response_bytes]), duration_ms,
                       response.headers.get("retry-after"))
 
     def _client(self, origin: str) -> httpx.AsyncClient:

@@ -26,7 +26,6 @@ from hostatlas.clock import utcnow
 from hostatlas.errors import DomainError
 from hostatlas.http.asgi import header, read_body, replay_body
 from hostatlas.servers.checkins import Checkin, CheckinBuffer
-from hostatlas.telemetry.ingest import Outcome
 from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.spool import Frame, Kind
 
@@ -46,11 +45,6 @@ def record_checkin(buffer: CheckinBuffer, agent: AgentIdentity, body: CheckInReq
     return CheckInResponse(server_id=agent.server_id, received_at=now)
 
 
-def ingest_result(outcome: Outcome) -> dict[str, Any]:
-    """The answer to a telemetry batch, whichever path served it."""
-    return {"accepted": outcome.accepted, "dropped": outcome.dropped, "problems": outcome.problems}
-
-
 async def ingest(telemetry: Telemetry, agent: AgentIdentity, kind: Kind, body: bytes) -> dict[str, Any]:
     """Judge a batch entry by entry, wait until it is durable; raise DomainError if it is refused."""
     frame = Frame(kind, agent.team_id, agent.server_id, time.time(), body)
@@ -58,7 +52,7 @@ async def ingest(telemetry: Telemetry, agent: AgentIdentity, kind: Kind, body: b
                else await run_in_threadpool(telemetry.judge, frame))
     if outcome.accepted:
         await telemetry.write(frame)
-    return ingest_result(outcome)
+    return {"accepted": outcome.accepted, "dropped": outcome.dropped, "problems": outcome.problems}
 
 
 class AgentFastPath:

@@ -86,8 +86,9 @@ def _labels_problem(labels: Any) -> str | None:
     return None
 
 
-def decode_metrics(body: bytes, *, team_id: int, server_id: int, now: float,
-                   limits: Limits) -> tuple[list[MetricPoint], Outcome]:
+def decode_metrics(body: bytes, *, team_id: int, server_id: int, now: float, limits: Limits,
+                   parse: bool = True) -> tuple[list[MetricPoint], Outcome]:
+    """With ``parse=False`` only judge the points (the outcome), and make no rows: the request path."""
     outcome, points = Outcome(), list[MetricPoint]()
     oldest, newest, room = now - limits.max_age, now + limits.max_future, limits.max_entries
     for index, series in enumerate(_list_field(_load(body)[0], "series")):
@@ -101,18 +102,19 @@ def decode_metrics(body: bytes, *, team_id: int, server_id: int, now: float,
             continue
         metric = series["metric"]
         for position, point in enumerate(series["points"]):
-            if len(points) >= room:
+            if outcome.accepted >= room:
                 outcome.drop("batch_limit", f"more than {room} points in one batch", series=index, point=position)
                 continue
             # The common case, checked inline: a pair of numbers, the value finite (x - x is 0 only then),
             # the time within bounds (comparisons with NaN are false). Anything else takes the slow path.
             if type(point) is list and len(point) == 2 and type(point[1]) in _NUMBER and type(point[0]) in _NUMBER \
                     and point[1] - point[1] == 0 and oldest <= point[0] <= newest:
-                points.append(MetricPoint(team_id, server_id, metric, labels, int(point[0]), float(point[1])))
+                outcome.accepted += 1
+                if parse:
+                    points.append(MetricPoint(team_id, server_id, metric, labels, int(point[0]), float(point[1])))
                 continue
             problem = _point_problem(point, now, limits) or "invalid_point"
             outcome.drop(problem, _POINT_MESSAGES[problem], series=index, point=position)
-    outcome.accepted = len(points)
     return points, outcome
 
 
@@ -181,13 +183,10 @@ def decode_logs(body: bytes, *, team_id: int, server_id: int, now: float, limits
 
 def decode_frame(frame: Frame, limits: Limits, *, parse: bool = True) -> tuple[list[Any], Outcome]:
     """The rows and outcome of one agent batch, judged as of the time it was received."""
-    if frame.kind is Kind.METRICS:
-        points, outcome = decode_metrics(frame.body, team_id=frame.team_id, server_id=frame.server_id,
-                                         now=frame.received_at, limits=limits)
-        return list(points), outcome
-    records, outcome = decode_logs(frame.body, team_id=frame.team_id, server_id=frame.server_id,
-                                   now=frame.received_at, limits=limits, parse=parse)
-    return list(records), outcome
+    decode = decode_metrics if frame.kind is Kind.METRICS else decode_logs
+    rows, outcome = decode(frame.body, team_id=frame.team_id, server_id=frame.server_id,
+                           now=frame.received_at, limits=limits, parse=parse)
+    return list(rows), outcome
 
 
 def _entry_problem(entry: Any, now: float, limits: Limits, valid_utf8: bool) -> tuple[str, str] | None:
