@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -46,7 +49,9 @@ class Receiver:
 
 
 @contextmanager
-def receiver(*replies: Reply, default: Reply | Callable[[Received], Reply] | None = None) -> Iterator[Receiver]:
+def receiver(*replies: Reply, default: Reply | Callable[[Received], Reply] | None = None,
+             tls_dir: Path | None = None) -> Iterator[Receiver]:
+    """Serves plain HTTP, or HTTPS with a fresh self-signed certificate (no client trusts it) under tls_dir."""
     state = Receiver(url="", replies=list(replies), default=default or Reply())
 
     class Handler(BaseHTTPRequestHandler):
@@ -78,9 +83,11 @@ def receiver(*replies: Reply, default: Reply | Callable[[Received], Reply] | Non
 
     server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls_dir is not None:
+        server.socket = _self_signed_context(tls_dir).wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    state.url = f"{'https' if tls_dir else 'http'}://127.0.0.1:{server.server_address[1]}/hook"
     try:
         yield state
     finally:
@@ -96,3 +103,13 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+def _self_signed_context(directory: Path) -> ssl.SSLContext:
+    key, cert = directory / "receiver.key", directory / "receiver.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", "/CN=receiver.test", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context

@@ -8,6 +8,7 @@ import hmac
 import threading
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -317,3 +318,39 @@ def test_a_dead_endpoint_never_delays_the_others(db: Database, story: Story, hoo
         finally:
             stopping.set()
             runner.join(timeout=30)
+
+
+def test_an_untrusted_certificate_is_a_tls_error(db: Database, story: Story, hook_settings: Settings,
+                                                 tmp_path: Path) -> None:
+    clock = Clock()
+    with receiver(tls_dir=tmp_path) as hook:
+        webhook = _webhook(db, story.team_a, hook.url, at=clock())
+        _event(db, story.team_a, events.SERVER_OFFLINE, clock())
+        assert _pass(Dispatcher(db, hook_settings, clock=clock), clock) == 1
+        assert hook.requests == []  # the handshake failed: nothing was sent
+    [attempt] = _attempts(db, _deliveries(db, webhook.id)[0])
+    assert attempt.error == "tls" and "certificate" in (attempt.error_detail or "").lower()
+    assert _deliveries(db, webhook.id)[0].status == "pending"  # retried later, like any failure
+
+
+def test_a_host_name_is_resolved_by_the_guard_and_kept_in_the_host_header(db: Database, story: Story,
+                                                                          hook_settings: Settings) -> None:
+    clock = Clock()
+    looked_up: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        return ["127.0.0.1"] if host == "hooks.example.test" else []
+
+    with receiver() as hook:
+        port = hook.url.split(":")[2].split("/")[0]
+        webhook = _webhook(db, story.team_a, f"http://hooks.example.test:{port}/hook", at=clock())
+        missing = _webhook(db, story.team_a, "http://nowhere.example.test/hook", at=clock())
+        _event(db, story.team_a, events.SERVER_OFFLINE, clock())
+        assert _pass(Dispatcher(db, hook_settings, clock=clock, resolver=resolver), clock) == 2
+        [request] = hook.wait_for(1)
+    assert request.headers["host"] == f"hooks.example.test:{port}"
+    assert set(looked_up) == {"hooks.example.test", "nowhere.example.test"}
+    assert _deliveries(db, webhook.id)[0].status == "succeeded"
+    [attempt] = _attempts(db, _deliveries(db, missing.id)[0])
+    assert attempt.error == "dns" and "nowhere.example.test" in (attempt.error_detail or "")
