@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--probe-rate", type=float, default=20.0, help="API requests/s while measuring")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle API measurement")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle API measurement")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a drain after this long")
     args = parser.parse_args()
     for backend in (name.strip() for name in args.backends.split(",")):

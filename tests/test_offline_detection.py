@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -66,8 +65,6 @@ def test_silent_server_goes_offline_once_and_back_online(db: Database, settings:
 
 def test_two_worker_processes_fire_exactly_one_offline_event(db: Database, story: Story, database_url: str,
                                                               tmp_path: Path) -> None:
-    if db.is_sqlite:
-        pytest.skip("the multi-process race is the PostgreSQL deployment; SQLite serialises writers anyway")
     env = {"HOSTATLAS_DATABASE_URL": database_url, "HOSTATLAS_OFFLINE_AFTER": "2", "HOSTATLAS_WORKER_TICK": "0.1",
            "HOSTATLAS_FLUSH_INTERVAL": "0.2"}
     workers = [subprocess.Popen([*hostatlas_command(), "worker"], cwd=tmp_path, env={**os.environ, **env},

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-import pytest
 from sqlalchemy import select
 
 from hostatlas.clock import utcnow
@@ -93,11 +92,6 @@ def test_a_killed_workers_delivery_is_completed_by_another(db: Database, story: 
 
 def test_two_workers_share_the_queue_without_double_delivery(db: Database, story: Story, database_url: str,
                                                              tmp_path: Path) -> None:
-    if db.is_sqlite:
-        # SQLite serialises the writers anyway. In two full-suite runs (never alone, in 20 tries) this
-        # variant found no deliveries at all after 60 s; under investigation, see the notes.
-        pytest.skip("the multi-worker race is the PostgreSQL deployment")
-
     def slow(_: Received) -> Reply:
         return Reply(200, delay=0.01)
 
