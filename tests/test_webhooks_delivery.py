@@ -23,6 +23,7 @@ from hostatlas.events import service as events
 from hostatlas.settings import Settings
 from hostatlas.webhooks import service
 from hostatlas.webhooks.dispatcher import Dispatcher
+from hostatlas.webhooks.jobs import prune_delivery_log
 from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from tests.receiver import Reply, closed_port_url, receiver
 from tests.support import Story
@@ -354,3 +355,21 @@ def test_a_host_name_is_resolved_by_the_guard_and_kept_in_the_host_header(db: Da
     assert _deliveries(db, webhook.id)[0].status == "succeeded"
     [attempt] = _attempts(db, _deliveries(db, missing.id)[0])
     assert attempt.error == "dns" and "nowhere.example.test" in (attempt.error_detail or "")
+
+
+def test_finished_deliveries_leave_the_log_after_the_retention_pending_ones_never(
+        db: Database, story: Story, hook_settings: Settings) -> None:
+    clock = Clock()
+    settings = hook_settings.model_copy(update={"webhook_log_retention": 30 * 86_400})
+    with receiver(Reply(200), Reply(500)) as hook:
+        webhook = _webhook(db, story.team_a, hook.url, at=clock())
+        _event(db, story.team_a, events.SERVER_OFFLINE, clock())
+        _event(db, story.team_a, events.SERVER_ONLINE, clock())
+        assert _pass(Dispatcher(db, settings, clock=clock), clock) == 2
+    done, retrying = sorted(_deliveries(db, webhook.id), key=lambda d: d.status, reverse=True)
+    assert (done.status, retrying.status) == ("succeeded", "pending")
+
+    assert prune_delivery_log(db, settings, clock.now + timedelta(days=29)) == 0
+    assert prune_delivery_log(db, settings, clock.now + timedelta(days=31)) == 1
+    assert [d.id for d in _deliveries(db, webhook.id)] == [retrying.id]  # pending: kept, however old
+    assert _attempts(db, done) == [] and len(_attempts(db, retrying)) == 1

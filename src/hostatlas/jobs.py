@@ -6,11 +6,13 @@ from hostatlas.servers.jobs import mark_offline
 from hostatlas.settings import Settings
 from hostatlas.telemetry.jobs import enforce_retention
 from hostatlas.webhooks.dispatcher import Dispatcher
+from hostatlas.webhooks.jobs import prune_delivery_log
 from hostatlas.worker import Job, Loop
 
 ALL: list[tuple[str, Job]] = [
     ("servers.mark_offline", mark_offline),
     ("telemetry.retention", enforce_retention),
+    ("webhooks.log_retention", prune_delivery_log),
 ]
 
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     webhook_read_timeout: float = Field(default=10.0, gt=0)
     # A claimed delivery whose worker died is taken over after this many seconds.
     webhook_lease_seconds: float = Field(default=60.0, gt=0)
+    # Finished deliveries (and their attempts) stay in the delivery log this many seconds.
+    webhook_log_retention: int = Field(default=30 * 86_400, ge=3600)
 
     rate_limit: str = "600/minute"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -49,6 +49,8 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
         # The dispatcher's claim: due pending deliveries, oldest first.
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # Delivery-log retention: finished deliveries, oldest first.
+        Index("ix_webhook_deliveries_completed", "completed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
