@@ -85,7 +85,6 @@ class Dispatcher:
         self.outbound = Outbound(allow_private=settings.webhook_allow_private, resolver=resolver,
                                  connect_timeout=settings.webhook_connect_timeout,
                                  read_timeout=settings.webhook_read_timeout,
-                                 connections_per_host=settings.webhook_per_endpoint,
                                  max_connections=settings.webhook_concurrency)
         self.clock = clock
         self.rng = rng
