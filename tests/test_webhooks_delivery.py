@@ -387,3 +387,39 @@ def test_finished_deliveries_leave_the_log_after_the_retention_pending_ones_neve
     assert prune_delivery_log(db, settings, clock.now + timedelta(days=31)) == 1
     assert [d.id for d in _deliveries(db, webhook.id)] == [retrying.id]  # pending: kept, however old
     assert _attempts(db, done) == [] and len(_attempts(db, retrying)) == 1
+
+
+def test_a_redirect_is_not_followed(db: Database, story: Story, hook_settings: Settings) -> None:
+    clock = Clock()
+    with receiver() as elsewhere, receiver(Reply(302, headers={"Location": "PLACEHOLDER"})) as hook:
+        hook.replies[0].headers["Location"] = elsewhere.url
+        webhook = _webhook(db, story.team_a, hook.url, at=clock())
+        _event(db, story.team_a, events.SERVER_OFFLINE, clock())
+        assert _pass(Dispatcher(db, hook_settings, clock=clock), clock) == 1
+        assert len(hook.requests) == 1 and elsewhere.requests == []
+    [attempt] = _attempts(db, _deliveries(db, webhook.id)[0])
+    assert (attempt.response_status, attempt.error) == (302, "http_status")
+
+
+def test_a_webhook_deleted_mid_delivery_loses_nothing_of_the_others(db: Database, story: Story,
+                                                                    hook_settings: Settings) -> None:
+    clock = Clock()
+    doomed: list[int] = []
+
+    def delete_doomed_then_answer(request: Received) -> Reply:
+        if request.path == "/doomed" and doomed:
+            with db.session(write=True) as session:
+                service.delete_webhook(session, session.get_one(Webhook, doomed.pop()))
+        return Reply(200)
+
+    with receiver(default=delete_doomed_then_answer) as hook:
+        kept = _webhook(db, story.team_a, hook.url, at=clock())
+        doomed.append(_webhook(db, story.team_a, hook.url.replace("/hook", "/doomed"), at=clock()).id)
+        for _ in range(3):
+            _event(db, story.team_a, events.SERVER_OFFLINE, clock())
+        # One pass: six attempts, recorded together, three of them for deliveries deleted meanwhile.
+        assert _pass(Dispatcher(db, hook_settings, clock=clock), clock) == 6
+    assert [d.status for d in _deliveries(db, kept.id)] == ["succeeded"] * 3
+    assert all(len(_attempts(db, d)) == 1 for d in _deliveries(db, kept.id))
+    with db.session(write=False) as session:
+        assert session.scalars(select(WebhookDelivery).where(WebhookDelivery.webhook_id != kept.id)).all() == []

@@ -186,7 +186,15 @@ class Dispatcher:
         moves: list[dict[str, object]] = []
         gone: set[int] = set()
         with self.db.session(write=True) as session:
+            # A delivery deleted meanwhile (its webhook was) has nothing left to log to. Locked, so that
+            # a deletion now waits for this transaction instead of failing it; in id order, as
+            # service.delete_webhook locks them, so that the two cannot deadlock.
+            existing = set(session.scalars(select(WebhookDelivery.id).where(
+                WebhookDelivery.id.in_([outcome.claimed.id for outcome in outcomes]))
+                .order_by(WebhookDelivery.id).with_for_update()))
             for outcome in outcomes:
+                if outcome.claimed.id not in existing:
+                    continue
                 claimed, answer, number = outcome.claimed, outcome.answer, outcome.claimed.attempts + 1
                 status = answer.status if answer else None
                 error = outcome.error.kind if outcome.error else (None if status and 200 <= status < 300
@@ -202,6 +210,8 @@ class Dispatcher:
                               "b_completed": state["completed_at"], "b_next": state["next_attempt_at"]})
                 if status == 410:
                     gone.add(claimed.webhook_id)
+            if not moves:
+                return
             # One executemany. Only while we still hold the lease: a worker that took it over decides now.
             deliveries = WebhookDelivery.__table__
             assert isinstance(deliveries, Table)

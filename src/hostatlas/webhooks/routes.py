@@ -89,7 +89,7 @@ def update_webhook(webhook_id: int, body: WebhookUpdate, principal: Writer, sess
 @router.delete("/{webhook_id}", status_code=204, responses=errors(404), summary="Delete a webhook",
                description="Its deliveries and their log go with it.")
 def delete_webhook(webhook_id: int, principal: Writer, session: DbSession) -> None:
-    session.delete(service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id))
+    service.delete_webhook(session, service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id))
 
 
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookWithSecret, responses=errors(400, 404, 415, 422),

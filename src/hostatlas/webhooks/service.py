@@ -71,6 +71,15 @@ def update_webhook(webhook: Webhook, changes: dict[str, Any], now: datetime) -> 
     return webhook
 
 
+def delete_webhook(session: Session, webhook: Webhook) -> None:
+    """Delete a webhook; its deliveries and their attempts go with it (ON DELETE CASCADE)."""
+    # Its deliveries are locked first, in id order: the order in which a dispatcher recording attempts
+    # locks them. A cascade taking them in another order could deadlock with it.
+    session.execute(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook.id)
+                    .order_by(WebhookDelivery.id).with_for_update())
+    session.delete(webhook)
+
+
 def rotate_secret(webhook: Webhook, *, grace: timedelta, now: datetime) -> Webhook:
     """A new secret signs from now on; the old one signs too until the grace period ends."""
     if grace < timedelta(0) or grace > MAX_GRACE:
