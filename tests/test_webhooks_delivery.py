@@ -179,7 +179,7 @@ def test_only_subscribed_events_reach_a_webhook_and_never_another_teams(db: Data
         off = _webhook(db, story.team_a, disabled.url, None, at=clock())
         _webhook(db, story.team_b, team_b.url, None, at=clock())
         with db.session(write=True) as session:
-            service.update_webhook(session.get_one(Webhook, off.id), {"enabled": False}, clock())
+            service.update_webhook(session, session.get_one(Webhook, off.id), {"enabled": False}, clock())
         _event(db, story.team_a, events.SERVER_ONLINE, clock())
         _event(db, story.team_a, events.SERVER_OFFLINE, clock())
         dispatcher = Dispatcher(db, hook_settings, clock=clock)
@@ -192,7 +192,7 @@ def test_only_subscribed_events_reach_a_webhook_and_never_another_teams(db: Data
         # Re-enabled: events from then on arrive, the ones it missed do not.
         clock.advance(5)
         with db.session(write=True) as session:
-            service.update_webhook(session.get_one(Webhook, off.id), {"enabled": True}, clock())
+            service.update_webhook(session, session.get_one(Webhook, off.id), {"enabled": True}, clock())
         _event(db, story.team_a, events.SERVER_ONLINE, clock())
         assert _pass(dispatcher, clock) == 2
         [request] = disabled.wait_for(1)
@@ -229,6 +229,34 @@ def test_410_fails_the_delivery_and_disables_the_webhook(db: Database, story: St
         stored = session.get_one(Webhook, webhook.id)
         assert not stored.enabled and stored.disabled_reason and "410" in stored.disabled_reason
     assert delivery.status == "failed" and delivery.attempts == 1
+
+
+def test_a_disabled_webhooks_backlog_is_parked_until_it_is_re_enabled(db: Database, story: Story,
+                                                                      hook_settings: Settings) -> None:
+    clock = Clock()
+    settings = hook_settings.model_copy(update={"webhook_per_endpoint": 1, "webhook_concurrency": 1})
+    with receiver(Reply(410), default=Reply(200)) as hook:
+        webhook = _webhook(db, story.team_a, hook.url, at=clock())
+        for _ in range(3):
+            _event(db, story.team_a, events.SERVER_OFFLINE, clock())
+        dispatcher = Dispatcher(db, settings, clock=clock)
+        assert _pass(dispatcher, clock) == 1  # 410: that delivery fails, the webhook is disabled
+        parked = [d for d in _deliveries(db, webhook.id) if d.status == "pending"]
+        assert len(parked) == 2 and all(d.next_attempt_at is None for d in parked)
+        with db.session(write=True) as session:  # a test delivery still goes to a disabled webhook
+            test = service.send_test(session, session.get_one(Webhook, webhook.id), clock())
+            test_id = test.id
+        clock.advance(3600)
+        assert _pass(dispatcher, clock) == 1 and _pass(dispatcher, clock) == 0
+        assert [d.status for d in _deliveries(db, webhook.id) if d.id == test_id] == ["succeeded"]
+
+        with db.session(write=True) as session:
+            service.update_webhook(session, session.get_one(Webhook, webhook.id), {"enabled": True}, clock())
+        assert all(d.next_attempt_at == clock() for d in _deliveries(db, webhook.id) if d.status == "pending")
+        assert _pass(dispatcher, clock) == 1 and _pass(dispatcher, clock) == 1
+        assert len(hook.wait_for(4)) == 4
+    assert sorted(d.status for d in _deliveries(db, webhook.id)) == ["failed", "succeeded", "succeeded",
+                                                                     "succeeded"]
 
 
 @pytest.mark.parametrize("status", [429, 503])

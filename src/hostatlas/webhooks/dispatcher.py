@@ -40,7 +40,7 @@ from hostatlas.events.models import Event
 from hostatlas.outbound import Answer, Outbound, OutboundError, Resolver, system_resolver
 from hostatlas.settings import Settings
 from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
-from hostatlas.webhooks.service import TEST_EVENT, new_delivery, secrets_in_use
+from hostatlas.webhooks.service import TEST_EVENT, disable, new_delivery, secrets_in_use
 from hostatlas.webhooks.signing import signature_headers
 
 log = structlog.get_logger(__name__)
@@ -222,8 +222,7 @@ class Dispatcher:
                                     lease_owner=None, lease_expires_at=None), moves)
             session.execute(insert(WebhookAttempt), attempts)
             if gone:
-                session.execute(update(Webhook).where(Webhook.id.in_(gone)).values(
-                    enabled=False, disabled_reason="The endpoint answered 410 Gone", updated_at=now))
+                disable(session, sorted(gone), reason="The endpoint answered 410 Gone", now=now)
 
     def _next_state(self, outcome: Outcome, number: int, now: datetime) -> dict[str, object]:
         answer = outcome.answer

@@ -83,7 +83,7 @@ def update_webhook(webhook_id: int, body: WebhookUpdate, principal: Writer, sess
     if "url" in changes:
         _check_destination(request, changes["url"])
     now = utcnow()
-    return WebhookOut.of(service.update_webhook(webhook, changes, now), now)
+    return WebhookOut.of(service.update_webhook(session, webhook, changes, now), now)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=errors(404), summary="Delete a webhook",
