@@ -451,3 +451,51 @@ def test_a_webhook_deleted_mid_delivery_loses_nothing_of_the_others(db: Database
     assert all(len(_attempts(db, d)) == 1 for d in _deliveries(db, kept.id))
     with db.session(write=False) as session:
         assert session.scalars(select(WebhookDelivery).where(WebhookDelivery.webhook_id != kept.id)).all() == []
+
+
+def test_one_webhooks_backlog_never_holds_up_another(db: Database, story: Story, hook_settings: Settings) -> None:
+    settings = hook_settings.model_copy(update={"webhook_concurrency": 16, "webhook_per_endpoint": 4,
+                                                "webhook_read_timeout": 5.0})
+    now = utcnow()
+    with receiver(default=Reply(200, delay=2.0)) as slow, receiver() as fast:
+        _webhook(db, story.team_a, slow.url, at=now - timedelta(seconds=60))
+        for _ in range(200):
+            _event(db, story.team_a, events.SERVER_OFFLINE, now - timedelta(seconds=30))
+        dispatcher = Dispatcher(db, settings)
+        dispatcher.fan_out(now - timedelta(seconds=30))  # 200 due for the slow endpoint, older than the rest
+        _webhook(db, story.team_a, fast.url, at=now)
+        for _ in range(5):
+            _event(db, story.team_a, events.SERVER_ONLINE, utcnow())
+        stopping = threading.Event()
+        runner = threading.Thread(target=dispatcher.run_forever, args=(stopping,))
+        began = time.monotonic()
+        runner.start()
+        try:
+            fast.wait_for(5, timeout=10)
+            # 200 at 4 at a time and 2 s each would take the slow endpoint 100 s.
+            assert time.monotonic() - began < 2.5
+            assert len(slow.requests) <= 8
+        finally:
+            stopping.set()
+            runner.join(timeout=30)
+
+
+def test_a_stopping_dispatcher_gives_back_what_it_claimed_but_did_not_send(db: Database, story: Story,
+                                                                            hook_settings: Settings) -> None:
+    settings = hook_settings.model_copy(update={"webhook_per_endpoint": 1})
+    with receiver(default=Reply(200, delay=0.5)) as hook:
+        webhook = _webhook(db, story.team_a, hook.url, at=utcnow() - timedelta(seconds=1))
+        for _ in range(4):
+            _event(db, story.team_a, events.SERVER_OFFLINE, utcnow())
+        stopping = threading.Event()
+        runner = threading.Thread(target=Dispatcher(db, settings).run_forever, args=(stopping,))
+        runner.start()
+        try:
+            hook.wait_for(1)  # one in flight, three claimed and queued behind it
+        finally:
+            stopping.set()
+            runner.join(timeout=30)
+        assert len(hook.requests) == 1
+    deliveries = _deliveries(db, webhook.id)
+    assert sorted(d.status for d in deliveries) == ["pending", "pending", "pending", "succeeded"]
+    assert all(d.lease_owner is None and d.attempts == 0 for d in deliveries if d.status == "pending")

@@ -6,12 +6,14 @@ its own asyncio loop in a thread of its own:
   delivery per enabled webhook of the event's team that subscribes to its type and was enabled before
   it happened. Claiming by a flag rather than reading by id order means an event whose transaction
   commits late is not skipped.
-- **claim**: due pending deliveries are leased to this worker (``lease_owner``, ``lease_expires_at``)
-  under ``SKIP LOCKED``, so several workers share the queue without sending a delivery twice. A worker
-  that dies holds its leases until they expire; then another takes the deliveries over (at least once:
-  the receiver dedupes on ``delivery_id``, which stays the same).
-- **send**: concurrently, at most ``webhook_concurrency`` in flight and ``webhook_per_endpoint`` per
-  webhook, so one slow or dead endpoint never holds up the others.
+- **claim**: each webhook's oldest due pending deliveries are looked up on their own, so one webhook's
+  backlog never keeps another's out, and leased to this worker (``lease_owner``, ``lease_expires_at``)
+  with a conditional UPDATE, so several workers share the queue without sending a delivery twice. A
+  worker that dies holds its leases until they expire; then another takes the deliveries over (at least
+  once: the receiver dedupes on ``delivery_id``, which stays the same).
+- **send**: claimed deliveries wait in a queue per webhook and are sent concurrently, at most
+  ``webhook_concurrency`` in flight and ``webhook_per_endpoint`` per webhook, so one slow or dead
+  endpoint never holds up the others.
 - **record**: every attempt is logged; a 2xx succeeds; 410 fails the delivery and disables the webhook;
   anything else is retried after the next delay of ``HOSTATLAS_WEBHOOK_RETRY_SCHEDULE`` (with ±10%
   jitter), or after ``Retry-After`` on a 429 or 503; after the last retry the delivery is ``failed``.
@@ -24,14 +26,16 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, insert, or_, select, true, update
+from sqlalchemy.orm import Session
 
 from hostatlas import __version__
 from hostatlas.clock import utcnow
@@ -40,7 +44,7 @@ from hostatlas.events.models import Event
 from hostatlas.outbound import Answer, Outbound, OutboundError, Resolver, system_resolver
 from hostatlas.settings import Settings
 from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
-from hostatlas.webhooks.service import TEST_EVENT, disable, new_delivery, secrets_in_use
+from hostatlas.webhooks.service import TEST_EVENT, disable, new_delivery, signing_secrets
 from hostatlas.webhooks.signing import signature_headers
 
 log = structlog.get_logger(__name__)
@@ -53,6 +57,23 @@ MAX_RETRY_AFTER_SECONDS = 86_400
 JITTER = 0.1
 RECORD_BATCH = 64
 RECORD_EVERY_SECONDS = 0.1
+# The loop holds (claims ahead) up to this many times webhook_per_endpoint of each webhook, so that claims
+# come in batches rather than one per finished attempt; a claim that came back short waits this long.
+HOLD_PER_ENDPOINT = 4
+CLAIM_EVERY_SECONDS = 0.01
+# A held delivery is sent only while its lease outlasts a whole attempt by this much (or, with leases
+# shorter than that, while half of it is left); else it is given back for a fresh claim.
+LEASE_MARGIN_SECONDS = 5.0
+
+assert isinstance(WebhookDelivery.__table__, Table) and isinstance(Webhook.__table__, Table)
+DELIVERIES: Table = WebhookDelivery.__table__
+WEBHOOKS: Table = Webhook.__table__
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Pending, due, and not leased to a live worker."""
+    return (DELIVERIES.c.status == DeliveryStatus.PENDING.value) & (DELIVERIES.c.next_attempt_at <= now) \
+        & or_(DELIVERIES.c.lease_expires_at.is_(None), DELIVERIES.c.lease_expires_at < now)
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,6 @@ class Dispatcher:
         self.owner = f"{uuid.uuid4().hex[:12]}"
         self.schedule = settings.retry_schedule
         self.lease = timedelta(seconds=settings.webhook_lease_seconds)
-        self._in_flight: Counter[int] = Counter()
 
     # -- fan-out --
 
@@ -118,39 +138,82 @@ class Dispatcher:
 
     # -- claim --
 
-    def claim(self, limit: int, now: datetime | None = None) -> list[Claimed]:
-        """Lease up to ``limit`` due deliveries, at most ``webhook_per_endpoint`` in flight per webhook."""
+    def claim(self, limit: int, held: Mapping[int, int] | None = None, *, per_webhook: int | None = None,
+              now: datetime | None = None) -> list[Claimed]:
+        """Lease up to ``limit`` due deliveries, oldest first, and at most ``per_webhook`` (less what this
+        worker already ``held``) of any one webhook.
+
+        Each webhook's oldest due deliveries are looked up on their own (``_due``), so one webhook's
+        backlog never keeps another's deliveries out of the claim. The lease is taken with an UPDATE of
+        those still claimable and not being leased by another worker at that moment (``SKIP LOCKED``):
+        of two workers that picked the same delivery, one gets it.
+        """
         now = now or self.clock()
+        held = held or {}
+        per_webhook = per_webhook or self.settings.webhook_per_endpoint
         if limit <= 0:
             return []
-        per_endpoint = self.settings.webhook_per_endpoint
         with self.db.session(write=True) as session:
-            candidates = session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.webhook_id)
-                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                .where(WebhookDelivery.status == DeliveryStatus.PENDING.value,
-                       WebhookDelivery.next_attempt_at <= now,
-                       or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
-                       or_(Webhook.enabled, WebhookDelivery.event == TEST_EVENT))
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(limit * 2).with_for_update(skip_locked=True, of=WebhookDelivery)).all()
             taking: Counter[int] = Counter()
             chosen: list[int] = []
-            for delivery_id, webhook_id in candidates:
-                if self._in_flight[webhook_id] + taking[webhook_id] < per_endpoint:
+            for delivery_id, webhook_id in self._due(session, now, per_webhook, limit * 2):
+                if held.get(webhook_id, 0) + taking[webhook_id] < per_webhook:
                     taking[webhook_id] += 1
                     chosen.append(delivery_id)
                     if len(chosen) == limit:
                         break
             if not chosen:
                 return []
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(chosen))
-                            .values(lease_owner=self.owner, lease_expires_at=now + self.lease))
-            rows = session.execute(
-                select(WebhookDelivery, Webhook).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                .where(WebhookDelivery.id.in_(chosen)).order_by(WebhookDelivery.next_attempt_at)).all()
-            return [Claimed(d.id, d.delivery_id, d.webhook_id, d.event, d.body, d.attempts, w.url,
-                            secrets_in_use(w, now)) for d, w in rows]
+            # Rows another worker is leasing right now are skipped, not waited for (nor deadlocked on).
+            free = select(DELIVERIES.c.id).where(DELIVERIES.c.id.in_(chosen), _claimable(now)) \
+                .with_for_update(skip_locked=True)
+            leased = session.execute(
+                update(DELIVERIES).where(DELIVERIES.c.id.in_(free))
+                .values(lease_owner=self.owner, lease_expires_at=now + self.lease)
+                .returning(DELIVERIES.c.id, DELIVERIES.c.delivery_id, DELIVERIES.c.webhook_id, DELIVERIES.c.event,
+                           DELIVERIES.c.body, DELIVERIES.c.attempts)).all()
+            hooks = {row.id: row for row in session.execute(
+                select(WEBHOOKS.c.id, WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.previous_secret,
+                       WEBHOOKS.c.previous_secret_expires_at)
+                .where(WEBHOOKS.c.id.in_({row.webhook_id for row in leased})))}
+        order = {delivery_id: index for index, delivery_id in enumerate(chosen)}
+        claims = []
+        for row in sorted(leased, key=lambda row: order[row.id]):
+            hook = hooks[row.webhook_id]
+            claims.append(Claimed(row.id, row.delivery_id, row.webhook_id, row.event, row.body, row.attempts, hook.url,
+                                  signing_secrets(hook.secret, hook.previous_secret, hook.previous_secret_expires_at,
+                                                  now)))
+        return claims
+
+    def _due(self, session: Session, now: datetime, per_webhook: int, limit: int) -> list[tuple[int, int]]:
+        """(delivery id, webhook id) of the oldest due deliveries, at most ``per_webhook`` of each webhook."""
+        def of_webhook(webhook_id: ColumnElement[int] | int, sendable: ColumnElement[bool]) -> Select[Any]:
+            return (select(DELIVERIES.c.id, DELIVERIES.c.webhook_id, DELIVERIES.c.next_attempt_at)
+                    .where(DELIVERIES.c.webhook_id == webhook_id, _claimable(now), sendable)
+                    .order_by(DELIVERIES.c.next_attempt_at).limit(per_webhook))
+
+        test_only = DELIVERIES.c.event == TEST_EVENT  # what a disabled webhook still gets
+
+        if session.get_bind().dialect.name == "postgresql":
+            # One query: an index probe per webhook (LATERAL), then the oldest of what they found.
+            each = of_webhook(WEBHOOKS.c.id, or_(WEBHOOKS.c.enabled, test_only)).lateral()
+            rows = session.execute(select(each.c.id, each.c.webhook_id).select_from(WEBHOOKS).join(each, true())
+                                   .order_by(each.c.next_attempt_at).limit(limit)).all()
+            return [(row.id, row.webhook_id) for row in rows]
+        # SQLite has no LATERAL; its queries are calls within this process, so a query per webhook is cheap.
+        found: list[tuple[datetime, int, int]] = []
+        for webhook_id, enabled in session.execute(select(WEBHOOKS.c.id, WEBHOOKS.c.enabled)).all():
+            found += [(row.next_attempt_at, row.id, row.webhook_id)
+                      for row in session.execute(of_webhook(webhook_id, true() if enabled else test_only))]
+        return [(delivery_id, webhook_id) for _, delivery_id, webhook_id in sorted(found)[:limit]]
+
+    def release(self, ids: list[int]) -> None:
+        """Give back leases on deliveries this worker will not send after all."""
+        if ids:
+            with self.db.session(write=True) as session:
+                session.execute(update(DELIVERIES)
+                                .where(DELIVERIES.c.id.in_(ids), DELIVERIES.c.lease_owner == self.owner)
+                                .values(lease_owner=None, lease_expires_at=None))
 
     # -- send --
 
@@ -163,15 +226,12 @@ class Dispatcher:
         began = time.perf_counter()
         answer: Answer | None = None
         error: OutboundError | None = None
-        self._in_flight[claimed.webhook_id] += 1
         try:
             answer = await self.outbound.post(claimed.url, body, headers)
         except OutboundError as exc:
             error = exc
         except Exception as exc:  # anything unforeseen is one failed attempt, not a dead dispatcher
             error = OutboundError("connection_error", f"{type(exc).__name__}: {exc}"[:500])
-        finally:
-            self._in_flight[claimed.webhook_id] -= 1
         duration_ms = answer.duration_ms if answer else round((time.perf_counter() - began) * 1000)
         return Outcome(claimed, started_at, duration_ms, headers, answer, error)
 
@@ -213,8 +273,7 @@ class Dispatcher:
             if not moves:
                 return
             # One executemany. Only while we still hold the lease: a worker that took it over decides now.
-            deliveries = WebhookDelivery.__table__
-            assert isinstance(deliveries, Table)
+            deliveries = DELIVERIES
             session.execute(update(deliveries).where(deliveries.c.id == bindparam("b_id"),
                                                      deliveries.c.lease_owner == self.owner)
                             .values(attempts=bindparam("b_attempts"), status=bindparam("b_status"),
@@ -239,10 +298,10 @@ class Dispatcher:
     # -- the loop --
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """Fan out, claim what is due, send it all, record: one pass, for tests and the loop's idle ticks."""
+        """Fan out, claim what is due, send it all, record: one pass, for tests."""
         try:
             await asyncio.to_thread(self.fan_out, now)
-            claimed = await asyncio.to_thread(self.claim, self.settings.webhook_concurrency, now)
+            claimed = await asyncio.to_thread(self.claim, self.settings.webhook_concurrency, None, now=now)
             outcomes = await asyncio.gather(*(self.attempt(item) for item in claimed))
             await asyncio.to_thread(self.record, list(outcomes), now)
             return len(outcomes)
@@ -250,36 +309,58 @@ class Dispatcher:
             await self.outbound.aclose()  # its connections belong to this event loop
 
     async def run(self, stopping: threading.Event) -> None:
-        """Keep ``webhook_concurrency`` attempts in flight until ``stopping``; claim and record in batches.
+        """Keep up to ``webhook_concurrency`` attempts in flight until ``stopping``.
 
-        Claims wait until a quarter of the slots are free and finished attempts are recorded 64 at a time
-        (or after 0.1 s): a transaction per attempt would cost the database more than the sending.
+        Deliveries are claimed ahead into a queue per webhook (up to HOLD_PER_ENDPOINT times
+        ``webhook_per_endpoint`` each, twice ``webhook_concurrency`` in all) and started from there as
+        each webhook's slots free up; finished attempts are recorded 64 at a time (or after 0.1 s). A
+        transaction per attempt, or a claim per finished attempt, would cost the database more than the
+        sending does.
         """
+        queues: dict[int, deque[tuple[Claimed, float]]] = {}
+        held: Counter[int] = Counter()  # claimed and not yet finished, per webhook
+        sending: Counter[int] = Counter()  # of which in flight
         in_flight: set[asyncio.Task[Outcome]] = set()
         finished: list[Outcome] = []
-        fanned_out_at, first_finished_at = 0.0, 0.0
-        concurrency = self.settings.webhook_concurrency
+        fanned_out_at = first_finished_at = claimed_at = 0.0
+        claim_came_back_full = True
+        capacity = 2 * self.settings.webhook_concurrency
+        hold = HOLD_PER_ENDPOINT * self.settings.webhook_per_endpoint
         while not stopping.is_set() or in_flight or finished:
+            if stopping.is_set() and queues:
+                await self._give_back(queues, held)
             try:
                 if not stopping.is_set() and time.monotonic() - fanned_out_at >= FAN_OUT_EVERY_SECONDS:
                     fanned_out_at = time.monotonic()
                     while await asyncio.to_thread(self.fan_out) == FAN_OUT_BATCH:
                         pass
-                room = 0 if stopping.is_set() else concurrency - len(in_flight)
-                wanted = room > 0 and (room >= max(1, concurrency // 4) or not in_flight)
-                claimed = await asyncio.to_thread(self.claim, room) if wanted else []
+                room = 0 if stopping.is_set() else capacity - sum(held.values())
+                due = claim_came_back_full or time.monotonic() - claimed_at >= CLAIM_EVERY_SECONDS
+                if room >= capacity // 4 and due:
+                    claimed_at = time.monotonic()
+                    claimed = await asyncio.to_thread(self.claim, room, dict(held), per_webhook=hold)
+                    claim_came_back_full = len(claimed) == room
+                    leased_until = time.monotonic() + self.lease.total_seconds()
+                    for item in claimed:
+                        queues.setdefault(item.webhook_id, deque()).append((item, leased_until))
+                        held[item.webhook_id] += 1
             except Exception:
                 log.exception("webhook_dispatch_failed")
-                claimed = []
-            in_flight.update(asyncio.create_task(self.attempt(item)) for item in claimed)
+            started, stale = self._start_queued(queues, held, sending, len(in_flight))
+            in_flight |= started
+            if stale:
+                await self._release(stale)
             if in_flight:
                 done, in_flight = await asyncio.wait(in_flight, timeout=RECORD_EVERY_SECONDS,
                                                      return_when=asyncio.FIRST_COMPLETED)
                 if done and not finished:
                     first_finished_at = time.monotonic()
-                finished.extend(task.result() for task in done)
+                for task in done:
+                    finished.append(task.result())
+                    held[finished[-1].claimed.webhook_id] -= 1
+                    sending[finished[-1].claimed.webhook_id] -= 1
             elif not finished:
-                await asyncio.sleep(IDLE_POLL_SECONDS)
+                await asyncio.sleep(IDLE_POLL_SECONDS if not queues else CLAIM_EVERY_SECONDS)
                 continue
             if finished and (len(finished) >= RECORD_BATCH or not in_flight
                              or time.monotonic() - first_finished_at >= RECORD_EVERY_SECONDS):
@@ -290,6 +371,44 @@ class Dispatcher:
                     log.exception("webhook_record_failed", attempts=len(finished))
                 finished = []
         await self.outbound.aclose()
+
+    def _start_queued(self, queues: dict[int, deque[tuple[Claimed, float]]], held: Counter[int],
+                      sending: Counter[int], running: int) -> tuple[set[asyncio.Task[Outcome]], list[int]]:
+        """Start queued attempts while the webhook and the worker have free slots; also returns the ids of
+        those that waited too long to be sent within their lease."""
+        started: set[asyncio.Task[Outcome]] = set()
+        stale: list[int] = []
+        per_endpoint, concurrency = self.settings.webhook_per_endpoint, self.settings.webhook_concurrency
+        lease_needed = min(self.lease.total_seconds() / 2, self.settings.webhook_connect_timeout
+                           + self.settings.webhook_read_timeout + LEASE_MARGIN_SECONDS)
+        for webhook_id in list(queues):
+            queue = queues[webhook_id]
+            while queue and sending[webhook_id] < per_endpoint and running + len(started) < concurrency:
+                item, leased_until = queue.popleft()
+                if leased_until - time.monotonic() < lease_needed:
+                    # Its lease could run out mid-attempt and another worker send it too.
+                    held[webhook_id] -= 1
+                    stale.append(item.id)
+                    continue
+                sending[webhook_id] += 1
+                started.add(asyncio.create_task(self.attempt(item)))
+            if not queue:
+                del queues[webhook_id]
+        return started, stale
+
+    async def _give_back(self, queues: dict[int, deque[tuple[Claimed, float]]], held: Counter[int]) -> None:
+        """Stopping: the deliveries claimed but not started go back to the queue for other workers."""
+        ids = [item.id for queue in queues.values() for item, _ in queue]
+        for webhook_id, queue in queues.items():
+            held[webhook_id] -= len(queue)
+        queues.clear()
+        await self._release(ids)
+
+    async def _release(self, ids: list[int]) -> None:
+        try:
+            await asyncio.to_thread(self.release, ids)
+        except Exception:
+            log.exception("webhook_release_failed", deliveries=len(ids))  # their leases expire instead
 
     def run_forever(self, stopping: threading.Event) -> None:
         log.info("webhook_dispatcher_started", owner=self.owner, concurrency=self.settings.webhook_concurrency)

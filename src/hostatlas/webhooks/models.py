@@ -47,8 +47,8 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
-        # The dispatcher's claim: due pending deliveries, oldest first.
-        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # The dispatcher's claim: each webhook's due pending deliveries, oldest first.
+        Index("ix_webhook_deliveries_webhook_due", "webhook_id", "status", "next_attempt_at"),
         # Delivery-log retention: finished deliveries, oldest first.
         Index("ix_webhook_deliveries_completed", "completed_at"),
     )

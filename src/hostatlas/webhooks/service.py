@@ -118,9 +118,14 @@ def rotate_secret(webhook: Webhook, *, grace: timedelta, now: datetime) -> Webho
 
 def secrets_in_use(webhook: Webhook, now: datetime) -> list[str]:
     """The secrets that sign an attempt made at ``now``: the current one, then the previous in its grace."""
-    if webhook.previous_secret and webhook.previous_secret_expires_at and webhook.previous_secret_expires_at > now:
-        return [webhook.secret, webhook.previous_secret]
-    return [webhook.secret]
+    return signing_secrets(webhook.secret, webhook.previous_secret, webhook.previous_secret_expires_at, now)
+
+
+def signing_secrets(secret: str, previous: str | None, previous_expires_at: datetime | None,
+                    now: datetime) -> list[str]:
+    if previous and previous_expires_at and previous_expires_at > now:
+        return [secret, previous]
+    return [secret]
 
 
 def payload(event: str, delivery_id: str, at: datetime, data: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""webhook_deliveries.completed_at index, for delivery-log retention
+"""webhook_deliveries: a completed_at index for delivery-log retention; the claim's index per webhook
 
 Revision ID: 0004
 Revises: 0003
@@ -16,8 +16,13 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_deliveries_completed', ['completed_at'], unique=False)
+        batch_op.drop_index('ix_webhook_deliveries_due')
+        batch_op.create_index('ix_webhook_deliveries_webhook_due', ['webhook_id', 'status', 'next_attempt_at'],
+                              unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_webhook_due')
+        batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
         batch_op.drop_index('ix_webhook_deliveries_completed')
