@@ -58,9 +58,11 @@ JITTER = 0.1
 RECORD_BATCH = 64
 RECORD_EVERY_SECONDS = 0.1
 # The loop holds (claims ahead) up to this many times webhook_per_endpoint of each webhook, so that claims
-# come in batches rather than one per finished attempt; a claim that came back short waits this long.
+# come in batches rather than one per finished attempt. After a claim that came back short, the next
+# comes once a webhook that reached its hold is down to half of it, or after CLAIM_EVERY_SECONDS (to
+# find other webhooks' new work).
 HOLD_PER_ENDPOINT = 4
-CLAIM_EVERY_SECONDS = 0.01
+CLAIM_EVERY_SECONDS = 0.05
 # A held delivery is sent only while its lease outlasts a whole attempt by this much (or, with leases
 # shorter than that, while half of it is left); else it is given back for a fresh claim.
 LEASE_MARGIN_SECONDS = 5.0
@@ -324,6 +326,7 @@ class Dispatcher:
         finished: list[Outcome] = []
         fanned_out_at = first_finished_at = claimed_at = 0.0
         claim_came_back_full = True
+        at_hold: set[int] = set()  # webhooks held up to their hold at the last claim: they have more due
         capacity = 2 * self.settings.webhook_concurrency
         hold = HOLD_PER_ENDPOINT * self.settings.webhook_per_endpoint
         while not stopping.is_set() or in_flight or finished:
@@ -335,7 +338,8 @@ class Dispatcher:
                     while await asyncio.to_thread(self.fan_out) == FAN_OUT_BATCH:
                         pass
                 room = 0 if stopping.is_set() else capacity - sum(held.values())
-                due = claim_came_back_full or time.monotonic() - claimed_at >= CLAIM_EVERY_SECONDS
+                due = claim_came_back_full or time.monotonic() - claimed_at >= CLAIM_EVERY_SECONDS \
+                    or any(held[webhook_id] <= hold // 2 for webhook_id in at_hold)
                 if room >= capacity // 4 and due:
                     claimed_at = time.monotonic()
                     claimed = await asyncio.to_thread(self.claim, room, dict(held), per_webhook=hold)
@@ -344,6 +348,7 @@ class Dispatcher:
                     for item in claimed:
                         queues.setdefault(item.webhook_id, deque()).append((item, leased_until))
                         held[item.webhook_id] += 1
+                    at_hold = {webhook_id for webhook_id, count in held.items() if count >= hold}
             except Exception:
                 log.exception("webhook_dispatch_failed")
             started, stale = self._start_queued(queues, held, sending, len(in_flight))
@@ -360,7 +365,7 @@ class Dispatcher:
                     held[finished[-1].claimed.webhook_id] -= 1
                     sending[finished[-1].claimed.webhook_id] -= 1
             elif not finished:
-                await asyncio.sleep(IDLE_POLL_SECONDS if not queues else CLAIM_EVERY_SECONDS)
+                await asyncio.sleep(IDLE_POLL_SECONDS if not queues else RECORD_EVERY_SECONDS)
                 continue
             if finished and (len(finished) >= RECORD_BATCH or not in_flight
                              or time.monotonic() - first_finished_at >= RECORD_EVERY_SECONDS):
@@ -370,6 +375,7 @@ class Dispatcher:
                     # The leases expire and the deliveries are tried again: at least once.
                     log.exception("webhook_record_failed", attempts=len(finished))
                 finished = []
+                held, sending = +held, +sending  # forget webhooks down to zero
         await self.outbound.aclose()
 
     def _start_queued(self, queues: dict[int, deque[tuple[Claimed, float]]], held: Counter[int],
