@@ -253,9 +253,9 @@ class Dispatcher:
             # A delivery deleted meanwhile (its webhook was) has nothing left to log to. Locked, so that
             # a deletion now waits for this transaction instead of failing it; in id order, as
             # service.delete_webhook locks them, so that the two cannot deadlock.
-            existing = set(session.scalars(select(WebhookDelivery.id).where(
-                WebhookDelivery.id.in_([outcome.claimed.id for outcome in outcomes]))
-                .order_by(WebhookDelivery.id).with_for_update()))
+            existing = set(session.scalars(select(DELIVERIES.c.id).where(
+                DELIVERIES.c.id.in_([outcome.claimed.id for outcome in outcomes]))
+                .order_by(DELIVERIES.c.id).with_for_update()))
             for outcome in outcomes:
                 if outcome.claimed.id not in existing:
                     continue
@@ -277,9 +277,8 @@ class Dispatcher:
             if not moves:
                 return
             # One executemany. Only while we still hold the lease: a worker that took it over decides now.
-            deliveries = DELIVERIES
-            session.execute(update(deliveries).where(deliveries.c.id == bindparam("b_id"),
-                                                     deliveries.c.lease_owner == self.owner)
+            session.execute(update(DELIVERIES).where(DELIVERIES.c.id == bindparam("b_id"),
+                                                     DELIVERIES.c.lease_owner == self.owner)
                             .values(attempts=bindparam("b_attempts"), status=bindparam("b_status"),
                                     completed_at=bindparam("b_completed"), next_attempt_at=bindparam("b_next"),
                                     lease_owner=None, lease_expires_at=None), moves)
@@ -321,9 +320,8 @@ class Dispatcher:
         transaction per attempt, or a claim per finished attempt, would cost the database more than the
         sending does.
         """
-        queues: dict[int, deque[tuple[Claimed, float]]] = {}
-        held: Counter[int] = Counter()  # claimed and not yet finished, per webhook
-        sending: Counter[int] = Counter()  # of which in flight
+        queues: dict[int, deque[tuple[Claimed, float]]] = {}  # claimed, not yet started, per webhook
+        sending: Counter[int] = Counter()  # in flight, per webhook
         in_flight: set[asyncio.Task[Outcome]] = set()
         finished: list[Outcome] = []
         fanned_out_at = first_finished_at = claimed_at = 0.0
@@ -333,12 +331,13 @@ class Dispatcher:
         hold = HOLD_PER_ENDPOINT * self.settings.webhook_per_endpoint
         while not stopping.is_set() or in_flight or finished:
             if stopping.is_set() and queues:
-                await self._give_back(queues, held)
+                await self._give_back(queues)
             try:
                 if not stopping.is_set() and time.monotonic() - fanned_out_at >= FAN_OUT_EVERY_SECONDS:
                     fanned_out_at = time.monotonic()
                     while await asyncio.to_thread(self.fan_out) == FAN_OUT_BATCH:
                         pass
+                held = Counter({webhook_id: len(queue) for webhook_id, queue in queues.items()}) + sending
                 room = 0 if stopping.is_set() else capacity - sum(held.values())
                 due = claim_came_back_full or time.monotonic() - claimed_at >= CLAIM_EVERY_SECONDS \
                     or any(held[webhook_id] <= hold // 2 for webhook_id in at_hold)
@@ -353,7 +352,7 @@ class Dispatcher:
                     at_hold = {webhook_id for webhook_id, count in held.items() if count >= hold}
             except Exception:
                 log.exception("webhook_dispatch_failed")
-            started, stale = self._start_queued(queues, held, sending, len(in_flight))
+            started, stale = self._start_queued(queues, sending, len(in_flight))
             in_flight |= started
             if stale:
                 await self._release(stale)
@@ -364,10 +363,9 @@ class Dispatcher:
                     first_finished_at = time.monotonic()
                 for task in done:
                     finished.append(task.result())
-                    held[finished[-1].claimed.webhook_id] -= 1
                     sending[finished[-1].claimed.webhook_id] -= 1
             elif not finished:
-                await asyncio.sleep(IDLE_POLL_SECONDS if not queues else RECORD_EVERY_SECONDS)
+                await asyncio.sleep(IDLE_POLL_SECONDS)  # nothing claimed, nothing to record
                 continue
             if finished and (len(finished) >= RECORD_BATCH or not in_flight
                              or time.monotonic() - first_finished_at >= RECORD_EVERY_SECONDS):
@@ -377,11 +375,11 @@ class Dispatcher:
                     # The leases expire and the deliveries are tried again: at least once.
                     log.exception("webhook_record_failed", attempts=len(finished))
                 finished = []
-                held, sending = +held, +sending  # forget webhooks down to zero
+                sending = +sending  # forget webhooks down to zero
         await self.outbound.aclose()
 
-    def _start_queued(self, queues: dict[int, deque[tuple[Claimed, float]]], held: Counter[int],
-                      sending: Counter[int], running: int) -> tuple[set[asyncio.Task[Outcome]], list[int]]:
+    def _start_queued(self, queues: dict[int, deque[tuple[Claimed, float]]], sending: Counter[int],
+                      running: int) -> tuple[set[asyncio.Task[Outcome]], list[int]]:
         """Start queued attempts while the webhook and the worker have free slots; also returns the ids of
         those that waited too long to be sent within their lease."""
         started: set[asyncio.Task[Outcome]] = set()
@@ -395,7 +393,6 @@ class Dispatcher:
                 item, leased_until = queue.popleft()
                 if leased_until - time.monotonic() < lease_needed:
                     # Its lease could run out mid-attempt and another worker send it too.
-                    held[webhook_id] -= 1
                     stale.append(item.id)
                     continue
                 sending[webhook_id] += 1
@@ -404,11 +401,9 @@ class Dispatcher:
                 del queues[webhook_id]
         return started, stale
 
-    async def _give_back(self, queues: dict[int, deque[tuple[Claimed, float]]], held: Counter[int]) -> None:
+    async def _give_back(self, queues: dict[int, deque[tuple[Claimed, float]]]) -> None:
         """Stopping: the deliveries claimed but not started go back to the queue for other workers."""
         ids = [item.id for queue in queues.values() for item, _ in queue]
-        for webhook_id, queue in queues.items():
-            held[webhook_id] -= len(queue)
         queues.clear()
         await self._release(ids)
 

@@ -71,7 +71,8 @@ def get_webhook(webhook_id: int, principal: Reader, session: DbSession) -> Webho
 
 @router.patch("/{webhook_id}", response_model=WebhookOut, responses=errors(400, 404, 415, 422),
               summary="Update, disable or re-enable a webhook",
-              description="`{\"enabled\": false}` stops new deliveries without deleting anything; re-enabled, "
+              description="`{\"enabled\": false}` stops new deliveries without deleting anything and parks "
+                          "pending ones (`next_attempt_at: null`); re-enabled, the parked ones are due again and "
                           "the webhook receives events from then on.")
 def update_webhook(webhook_id: int, body: WebhookUpdate, principal: Writer, session: DbSession,
                    request: Request) -> WebhookOut:
