@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,26 @@ from sqlalchemy import create_engine, text
 POSTGRES_URL = os.environ.get("HOSTATLAS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+# A webhook receiver in its own process (aiohttp, answering 200 at once); argv[1] is its port.
+# GET /count says how many POSTs it has had.
+RECEIVER_SCRIPT = textwrap.dedent("""
+    import sys
+    from aiohttp import web
+    count = 0
+    async def hook(request):
+        global count
+        await request.read()
+        count += 1
+        return web.Response(text="ok")
+    async def seen(request):
+        return web.Response(text=str(count))
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/count", seen)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+""")
+
+
 @dataclass
 class Target:
     backend: str
@@ -31,14 +52,15 @@ class Target:
     workdir: Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
-def _postgres_schema() -> Iterator[str]:
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema in the bench PostgreSQL database, dropped afterwards; yields its URL."""
     schema = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as connection:
@@ -57,14 +79,14 @@ def serve(backend: str, *, extra_env: dict[str, str] | None = None,
     """Run `hostatlas serve` (access log off, warnings only) on a fresh database of the given backend."""
     with tempfile.TemporaryDirectory(prefix="hostatlas-bench-") as workdir, contextlib.ExitStack() as stack:
         database_url = (f"sqlite:///{Path(workdir) / 'hostatlas.db'}" if backend == "sqlite"
-                        else stack.enter_context(_postgres_schema()))
+                        else stack.enter_context(postgres_schema()))
         env = {**os.environ, "HOSTATLAS_DATABASE_URL": database_url, "HOSTATLAS_LOG_LEVEL": "WARNING",
                "HOSTATLAS_RATE_LIMIT": "100000000/minute", **(extra_env or {})}
         command = [sys.executable, "-m", "hostatlas"]
         created = subprocess.run([*command, "apikey", "create", "--name", "bench", "--scopes", "*"], cwd=workdir,
                                  env=env, capture_output=True, text=True, check=True)
         key = created.stdout.strip().splitlines()[-1]
-        port = _free_port()
+        port = free_port()
         log = open(Path(workdir) / "serve.log", "w")  # noqa: SIM115 - closed below
         process = subprocess.Popen([*command, "serve", "--port", str(port), "--no-access-log", *serve_args],
                                    cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -20,7 +20,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,32 +27,7 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import create_engine, func, insert, select
 
-from _harness import Target, percentile, serve
-
-RECEIVER = textwrap.dedent("""
-    import sys
-    from aiohttp import web
-    count = 0
-    async def hook(request):
-        global count
-        await request.read()
-        count += 1
-        return web.Response(text="ok")
-    async def seen(request):
-        return web.Response(text=str(count))
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    app.router.add_get("/count", seen)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-""")
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from _harness import RECEIVER_SCRIPT, Target, free_port, percentile, serve
 
 
 async def _probe(url: str, key: str, rate: float, until: Callable[[], Awaitable[bool]]) -> list[float]:
@@ -135,8 +109,8 @@ def _summary(latencies: list[float]) -> tuple[float, float]:
 
 
 def bench(backend: str, args: argparse.Namespace) -> None:
-    receiver_port = _port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(receiver_port)])
+    receiver_port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER_SCRIPT, str(receiver_port)])
     env = {"HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true"}
     try:
         with serve(backend, extra_env=env, serve_args=("--no-worker",)) as target:
