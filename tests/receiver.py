@@ -78,6 +78,8 @@ def receiver(*replies: Reply, default: Reply | Callable[[Received], Reply] | Non
             pass
 
     class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # socketserver's 5 drops connections when several workers open them at once
+
         def handle_error(self, request: object, client_address: object) -> None:
             pass  # a client that timed out and hung up is part of the tests, not an error
 

@@ -24,10 +24,24 @@ from tests.support import Story, hostatlas_command
 
 def _worker(tmp_path: Path, database_url: str, **env: str) -> subprocess.Popen[bytes]:
     full = {**os.environ, "HOSTATLAS_DATABASE_URL": database_url, "HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true",
-            "HOSTATLAS_WORKER_TICK": "0.2", **env}
+            "HOSTATLAS_WORKER_TICK": "0.2", "PYTHONFAULTHANDLER": "1", **env}
     log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - the process holds it
     return subprocess.Popen([*hostatlas_command(), "worker"], cwd=tmp_path, env=full, stdout=log,
                             stderr=subprocess.STDOUT)
+
+
+def _stop(workers: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """SIGTERM, and each must exit cleanly; one that hangs is aborted so its threads' stacks reach its log."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            code = worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dumps every thread's stack
+            worker.wait(timeout=10)
+            raise AssertionError("a worker did not stop within 30 s of SIGTERM:\n" + _logs(tmp_path)) from None
+        assert code == 0, _logs(tmp_path)
 
 
 def _logs(tmp_path: Path, db: Database | None = None) -> str:
@@ -44,7 +58,7 @@ def _logs(tmp_path: Path, db: Database | None = None) -> str:
                      f"undispatched={session.scalar(select(func.count()).select_from(Event).where(undispatched))} "
                      f"webhooks={[(w.id, w.team_id, w.enabled, w.enabled_since) for w in session.scalars(hooks)]} "
                      f"first_event={session.scalars(select(Event.created_at)).first()}\n")
-    return state + "\n".join(path.read_text()[-3000:] for path in sorted(tmp_path.glob("worker-*.log")))
+    return state + "\n".join(path.read_text()[-8000:] for path in sorted(tmp_path.glob("worker-*.log")))
 
 
 def _statuses(db: Database) -> Counter[str]:
@@ -80,8 +94,7 @@ def test_a_killed_workers_delivery_is_completed_by_another(db: Database, story: 
             while _statuses(db) != Counter({"succeeded": 1}) and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
-            second.terminate()
-            assert second.wait(timeout=30) == 0
+            _stop([second], tmp_path)
         assert _statuses(db) == Counter({"succeeded": 1}), _logs(tmp_path)
         requests = hook.requests
     # Delivered again after the lease ran out: the duplicate carries the same delivery_id.
@@ -103,10 +116,7 @@ def test_two_workers_share_the_queue_without_double_delivery(db: Database, story
             while _statuses(db) != Counter({"succeeded": 300}) and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                assert worker.wait(timeout=30) == 0
+            _stop(workers, tmp_path)
         assert _statuses(db) == Counter({"succeeded": 300}), _logs(tmp_path, db)
         delivered = Counter(orjson.loads(request.body)["delivery_id"] for request in hook.requests)
     assert len(delivered) == 300 and set(delivered.values()) == {1}

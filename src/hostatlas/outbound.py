@@ -10,11 +10,11 @@ on to the address checked when it was opened. The URL keeps its host name, so ``
 certificate checks and connection pooling all stay per name. ``HOSTATLAS_WEBHOOK_ALLOW_PRIVATE=true``
 lifts the guard for installs whose receivers are internal.
 
-Bounds: connect and read timeouts, redirects not followed (a 3xx is just a non-2xx answer), at most
-``max_response_bytes`` of the answer read (undecoded: a compressed answer is not inflated), and at
-most ``max_connections`` open. There is no cap per host: callers bound what they send to one endpoint
-(the dispatcher, per webhook), and a cap per host would let one team's slow endpoint hold up another
-team's endpoint on the same host.
+Bounds: connect and read timeouts (and their sum for the whole request), redirects not followed (a
+3xx is just a non-2xx answer), at most ``max_response_bytes`` of the answer read (undecoded: a
+compressed answer is not inflated), and at most ``max_connections`` open. There is no cap per host:
+callers bound what they send to one endpoint (the dispatcher, per webhook), and a cap per host would let
+one team's slow endpoint hold up another team's endpoint on the same host.
 
 Built on aiohttp rather than httpx: on this project's 2-core reference machine an httpx POST over a
 kept-alive connection cost 1.2 ms of CPU alone and 2.9 ms with 64 in flight, aiohttp's 0.36 and 0.17 ms
@@ -126,8 +126,10 @@ class Outbound:
         self.max_response_bytes = max_response_bytes
         self.resolver = resolver
         self.max_connections = max_connections
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout,
-                                              sock_read=read_timeout)
+        # sock_read alone would let a receiver that trickles a byte every few seconds hold a slot for hours,
+        # and `connect` also bounds waiting for a free connection: so every request ends within the two.
+        self._timeout = aiohttp.ClientTimeout(total=connect_timeout + read_timeout, connect=connect_timeout,
+                                              sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:

@@ -55,13 +55,15 @@ class Worker:
         while not self.stopping.is_set():
             self.run_once()
             self.stopping.wait(self.settings.worker_tick)
+        log.info("worker_stopping")
         for thread in threads:
             thread.join(timeout=30)
         log.info("worker_stopped")
 
     def stop_on_signals(self) -> None:
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("worker_stopping", signal=signum)
+        def handle(_signum: int, _frame: FrameType | None) -> None:
+            # Nothing but the flag: a handler runs between two bytecodes of the main thread, which may be
+            # inside a log call holding structlog's (non-reentrant) write lock, so logging here can deadlock.
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, handle)

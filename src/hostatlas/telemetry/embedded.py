@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from hostatlas.db.sqlite_wal import enable_wal
 from hostatlas.telemetry.model import (
     TIER_SECONDS,
     Agg,
@@ -67,7 +68,7 @@ ROLLUP_AGG = {Agg.AVG: "sum(sum) * 1.0 / sum(count)", Agg.MIN: "min(min)", Agg.M
 
 def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    connection.execute("PRAGMA journal_mode=WAL")
+    enable_wal(connection)
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=30000")
     return connection
