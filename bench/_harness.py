@@ -13,12 +13,13 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, insert, text
 
 POSTGRES_URL = os.environ.get("HOSTATLAS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -92,19 +93,54 @@ def serve(backend: str, *, extra_env: dict[str, str] | None = None,
                                    cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
-            else:
+            if not wait_until_answers(f"{base}/readyz", timeout=30):
                 raise RuntimeError((Path(workdir) / "serve.log").read_text())
             yield Target(backend, base, key, database_url, Path(workdir))
         finally:
             process.terminate()
             process.wait(timeout=30)
             log.close()
+
+
+def wait_until_answers(url: str, *, timeout: float) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[int]:
+    """RECEIVER_SCRIPT running in a process of its own, answering; yields its port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", RECEIVER_SCRIPT, str(port)])
+    try:
+        if not wait_until_answers(f"http://127.0.0.1:{port}/count", timeout=10):
+            raise RuntimeError("the webhook receiver did not start")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def insert_pending_deliveries(connection: Connection, *, team_id: int, webhook_id: int, count: int,
+                              at: datetime, body: Callable[[str], str]) -> None:
+    """``count`` pending deliveries due at ``at``, inserted in batches; ``body(delivery_id)`` is each body."""
+    from hostatlas.webhooks.models import WebhookDelivery
+    from hostatlas.webhooks.service import new_delivery_id
+
+    for start in range(0, count, 5_000):
+        rows = []
+        for _ in range(min(5_000, count - start)):
+            delivery_id = new_delivery_id()
+            rows.append({"delivery_id": delivery_id, "team_id": team_id, "webhook_id": webhook_id, "event_id": None,
+                         "event": "server.offline", "status": "pending", "attempts": 0, "body": body(delivery_id),
+                         "next_attempt_at": at, "created_at": at})
+        connection.execute(insert(WebhookDelivery), rows)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,7 +20,7 @@ import httpx
 
 from hostatlas.webhooks.signing import new_secret, signature_headers
 
-from _harness import RECEIVER_SCRIPT, free_port
+from _harness import webhook_receiver
 
 BODY = b'{"event":"server.offline","delivery_id":"del_0123456789abcdef01234567","timestamp":"2026-03-21T14:37:22Z",' \
        b'"data":{"server":{"id":47,"hostname":"web-prod-01","ip_address":"10.0.1.12","status":"offline"}}}'
@@ -69,24 +66,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--in-flight", default="1,8,16,64")
     args = parser.parse_args()
-    port = free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER_SCRIPT, str(port)])
-    try:
+    with webhook_receiver() as port:
         url = f"http://127.0.0.1:{port}/hook"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"http://127.0.0.1:{port}/count", timeout=1)
-                break
-            time.sleep(0.1)
         for name, client in (("httpx", _httpx), ("aiohttp", _aiohttp)):
             print(name)
             for in_flight in (int(part) for part in args.in_flight.split(",")):
                 asyncio.run(client(url, in_flight, args.requests))
-    finally:
-        receiver.terminate()
-        receiver.wait(timeout=10)
-
 
 if __name__ == "__main__":
     main()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, text, update
 
 from hostatlas.clock import utcnow
 from hostatlas.db import migrate
@@ -24,18 +24,15 @@ from hostatlas.settings import Settings
 from hostatlas.teams.models import Team
 from hostatlas.webhooks import service
 from hostatlas.webhooks.dispatcher import Dispatcher
-from hostatlas.webhooks.models import Webhook, WebhookDelivery
+from hostatlas.webhooks.models import Webhook
 
-from _harness import postgres_schema
+from _harness import insert_pending_deliveries, postgres_schema
 
 
-def _deliveries(db: Database, team_id: int, webhook_id: int, count: int, due_at: object) -> None:
-    with db.session(write=True) as session:
-        for start in range(0, count, 10_000):
-            session.execute(insert(WebhookDelivery), [
-                {"delivery_id": service.new_delivery_id(), "team_id": team_id, "webhook_id": webhook_id,
-                 "event_id": None, "event": "server.offline", "status": "pending", "attempts": 0, "body": "{}",
-                 "next_attempt_at": due_at, "created_at": due_at} for _ in range(min(10_000, count - start))])
+def _deliveries(db: Database, team_id: int, webhook_id: int, count: int, due_at: datetime) -> None:
+    with db.engine.begin() as connection:
+        insert_pending_deliveries(connection, team_id=team_id, webhook_id=webhook_id, count=count, at=due_at,
+                                  body=lambda _: "{}")
 
 
 def _median_claim_ms(db: Database, dispatcher: Dispatcher, rounds: int) -> tuple[float, int]:

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
-from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy import create_engine, func, select
 
-from _harness import RECEIVER_SCRIPT, Target, free_port, percentile, serve
+from _harness import Target, insert_pending_deliveries, percentile, serve, webhook_receiver
 
 
 async def _probe(url: str, key: str, rate: float, until: Callable[[], Awaitable[bool]]) -> list[float]:
@@ -70,25 +70,17 @@ async def _probe(url: str, key: str, rate: float, until: Callable[[], Awaitable[
 
 
 def _insert_backlog(database_url: str, webhook_id: int, count: int) -> None:
-    from hostatlas.webhooks.models import Webhook, WebhookDelivery
-    from hostatlas.webhooks.service import new_delivery_id, payload
+    from hostatlas.webhooks.models import Webhook
+    from hostatlas.webhooks.service import payload
 
     engine = create_engine(database_url)
-    with engine.connect() as connection:
-        team_id = connection.execute(select(Webhook.team_id).where(Webhook.id == webhook_id)).scalar_one()
     now = datetime.now(UTC)
     data = {"server": {"id": 47, "hostname": "web-prod-01", "ip_address": "10.0.1.12", "status": "offline",
                        "last_seen_at": "2026-03-21T14:32:01Z"}, "previous_status": "online"}
     with engine.begin() as connection:
-        for start in range(0, count, 5000):
-            rows = []
-            for _ in range(min(5000, count - start)):
-                delivery_id = new_delivery_id()
-                rows.append({"delivery_id": delivery_id, "team_id": team_id, "webhook_id": webhook_id,
-                             "event_id": None, "event": "server.offline", "status": "pending", "attempts": 0,
-                             "body": payload("server.offline", delivery_id, now, data),
-                             "next_attempt_at": now, "created_at": now})
-            connection.execute(insert(WebhookDelivery), rows)
+        team_id = connection.execute(select(Webhook.team_id).where(Webhook.id == webhook_id)).scalar_one()
+        insert_pending_deliveries(connection, team_id=team_id, webhook_id=webhook_id, count=count, at=now,
+                                  body=lambda delivery_id: payload("server.offline", delivery_id, now, data))
     engine.dispose()
 
 
@@ -109,15 +101,9 @@ def _summary(latencies: list[float]) -> tuple[float, float]:
 
 
 def bench(backend: str, args: argparse.Namespace) -> None:
-    receiver_port = free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER_SCRIPT, str(receiver_port)])
     env = {"HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true"}
-    try:
-        with serve(backend, extra_env=env, serve_args=("--no-worker",)) as target:
-            _run(target, receiver_port, env, args)
-    finally:
-        receiver.terminate()
-        receiver.wait(timeout=10)
+    with webhook_receiver() as receiver_port, serve(backend, extra_env=env, serve_args=("--no-worker",)) as target:
+        _run(target, receiver_port, env, args)
 
 
 def _run(target: Target, receiver_port: int, env: dict[str, str], args: argparse.Namespace) -> None:

@@ -22,8 +22,8 @@ from hostatlas.teams.models import Plan
 
 app = typer.Typer(help="HostAtlas: self-hostable, API-first server monitoring.", no_args_is_help=True)
 team_app = typer.Typer(help="Manage teams.", no_args_is_help=True)
+SERVING_GC_THRESHOLDS = (50_000, 20, 100)  # see _tune_gc_for_serving
 # How `serve --workers N` tells its worker processes whether to run the background worker.
-SERVING_GC_THRESHOLDS = (50_000, 20, 100)
 RUN_WORKER_ENV = "HOSTATLAS_SERVE_RUNS_WORKER"
 apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(team_app, name="team")
