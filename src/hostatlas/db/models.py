@@ -5,6 +5,7 @@ from hostatlas.apikeys.models import ApiKey
 from hostatlas.db.base import Base
 from hostatlas.events.models import Event
 from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, Service
+from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.servers.models import AgentToken, Server, ServerTag
 from hostatlas.teams.models import Team
 from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
@@ -12,5 +13,5 @@ from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 metadata = Base.metadata
 
 __all__ = ["AgentConfigOverride", "AgentToken", "ApiKey", "Certificate", "Container", "Domain", "Event",
-           "InventoryChange", "Server", "ServerTag", "Service", "Team", "Webhook", "WebhookAttempt", "WebhookDelivery",
-           "metadata"]
+           "InventoryChange", "QuarantinedItem", "Server", "ServerTag", "Service", "Team", "Webhook",
+           "WebhookAttempt", "WebhookDelivery", "metadata"]
