@@ -44,6 +44,18 @@ def _stop(workers: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
         assert code == 0, _logs(tmp_path)
 
 
+def _wait_until_started(tmp_path: Path, count: int, timeout: float = 60) -> None:
+    """Both workers must be running before the queue is judged shared: a loaded machine can take seconds to
+    start one, and a SIGTERM that arrives before its handler is installed kills it (exit -15)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = sum("worker_started" in path.read_text() for path in tmp_path.glob("worker-*.log"))
+        if started >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} workers started within {timeout} s:\n" + _logs(tmp_path))
+
+
 def _logs(tmp_path: Path) -> str:
     return "\n".join(path.read_text()[-8000:] for path in sorted(tmp_path.glob("worker-*.log")))
 
@@ -99,6 +111,7 @@ def test_two_workers_share_the_queue_without_double_delivery(db: Database, story
         _setup(db, story.team_a, hook.url, 300)
         workers = [_worker(tmp_path, database_url, HOSTATLAS_WEBHOOK_CONCURRENCY="8") for _ in range(2)]
         try:
+            _wait_until_started(tmp_path, 2)
             deadline = time.monotonic() + 60
             while _statuses(db) != Counter({"succeeded": 300}) and time.monotonic() < deadline:
                 time.sleep(0.1)
