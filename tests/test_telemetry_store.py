@@ -97,6 +97,13 @@ def test_rollups_give_the_aggregates_of_the_raw_points(store: TelemetryStore, st
                 assert math.isclose(got[bucket], value, rel_tol=1e-9, abs_tol=1e-9), (agg, server, bucket)
 
 
+def test_the_store_answers_its_ping_and_writes_after_it(store: TelemetryStore) -> None:
+    # The storer pings after a failed INSERT to tell an outage from a frame the store refuses.
+    store.ping()
+    _insert_in_batches(store, _day_of_points()[:10])
+    store.ping()
+
+
 def test_a_spike_survives_the_hourly_rollup(store: TelemetryStore) -> None:
     _insert_in_batches(store, _day_of_points())
     hourly = _query(store, step=3600, agg=Agg.MAX, tier=Tier.HOUR)[SERVERS[0]]
@@ -173,6 +180,15 @@ def test_word_search_is_exact_newest_first_and_pages_cleanly(store: TelemetrySto
         before = (page[-1].ts, page[-1].id)
     assert [log.line for log in seen] == [r.line for r in expected]
     assert len({log.id for log in seen}) == len(seen)
+
+
+@pytest.mark.parametrize("text", [" ", "\n", "\r\u2028", "\t \x0b"])
+def test_a_search_text_without_words_requires_none(store: TelemetryStore, text: str) -> None:
+    store.insert_logs(_logs()[:50])
+    everything = LogQuery(TEAM, None, None, None, None, None, None, 100)
+    spaces = LogQuery(TEAM, None, text, None, None, None, None, 100)
+    assert store.query_logs(spaces) == store.query_logs(everything)
+    assert store.count_logs(spaces) == store.count_logs(everything) > 0
 
 
 def test_log_filters(store: TelemetryStore) -> None:

@@ -21,9 +21,11 @@ from hostatlas.db.engine import Database
 from hostatlas.errors import Unavailable
 from hostatlas.settings import Settings
 from hostatlas.telemetry.embedded import EmbeddedStore
+from hostatlas.telemetry.ingest import limits_of
 from hostatlas.telemetry.model import Agg, LogQuery, LogRecord, MetricPoint, SeriesQuery, Tier
+from hostatlas.telemetry.quarantine import FrameQuarantine
 from hostatlas.telemetry.spool import Frame, Kind, Spool, closed_segments, read_frames
-from hostatlas.telemetry.storer import Storer, limits_of
+from hostatlas.telemetry.storer import Storer
 from hostatlas.telemetry.writer import SpoolWriter
 from tests.support import Story, bearer, enrol, hostatlas_command, running_server
 
@@ -31,15 +33,22 @@ NOW = time.time()
 
 
 class FlakyStore(EmbeddedStore):
-    """The embedded store, failing its first ``failures`` INSERTs and counting the rest."""
+    """The embedded store, down for its first ``failures`` INSERTs (its ping failing too), counting the rest."""
 
     def __init__(self, path: Path, failures: int = 0) -> None:
         super().__init__(path)
         self.failures = failures
+        self.down = False
         self.inserted: list[int] = []
 
+    def ping(self) -> None:
+        if self.down:
+            raise OSError("store unavailable")
+        super().ping()
+
     def _maybe_fail(self, rows: Sequence[object]) -> None:
-        if self.failures:
+        self.down = self.failures > 0
+        if self.down:
             self.failures -= 1
             raise OSError("store unavailable")
         self.inserted.append(len(rows))
@@ -74,6 +83,12 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, telemetry_storer="thread", **overrides)  # type: ignore[call-arg]
 
 
+def _storer(store: EmbeddedStore, directory: Path, tmp_path: Path) -> Storer:
+    # Nothing here is set aside: the quarantine's database is never opened.
+    return Storer(store, directory, limits_of(_settings(tmp_path)), max_rows=1000,
+                  quarantine=FrameQuarantine(f"sqlite:///{tmp_path / 'unused.db'}"))
+
+
 def test_frames_survive_torn_writes(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     segments = spool.segments(Kind.METRICS)
@@ -97,7 +112,7 @@ def test_writes_are_answered_once_spooled_and_readable_after_sync(tmp_path: Path
     store = FlakyStore(tmp_path / "t.db")
     store.migrate()
     stop = threading.Event()
-    storer = Storer(store, spool.directory, limits_of(_settings(tmp_path)), max_rows=1000)
+    storer = _storer(store, spool.directory, tmp_path)
     runner = threading.Thread(target=storer.run, args=(stop,))
     runner.start()
 
@@ -120,6 +135,19 @@ def test_writes_are_answered_once_spooled_and_readable_after_sync(tmp_path: Path
     runner.join()
 
 
+def test_a_sync_after_the_delay_closed_the_segment_still_waits_for_the_store(tmp_path: Path) -> None:
+    # No storer runs: the closed segment stays, so the sync must time out rather than claim it is stored.
+    spool = Spool(tmp_path / "spool")
+    writer = SpoolWriter(spool.segments(Kind.METRICS), spool.directory, name="metrics", max_delay=0.05)
+    asyncio.run(writer.write(_metrics_frame(1, [1.0]).encode()))
+    deadline = time.monotonic() + 10
+    while not closed_segments(spool.directory) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed_segments(spool.directory), "the batch delay never closed the segment"
+    assert writer.sync(timeout=0.3) is False
+    writer.close()
+
+
 def test_a_failing_store_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     segments = spool.segments(Kind.LOGS)
@@ -127,7 +155,7 @@ def test_a_failing_store_loses_nothing_and_stores_nothing_twice(tmp_path: Path) 
     segments.rotate()
     store = FlakyStore(tmp_path / "t.db", failures=2)
     store.migrate()
-    storer = Storer(store, spool.directory, limits_of(_settings(tmp_path)), max_rows=1000)
+    storer = _storer(store, spool.directory, tmp_path)
     for _ in range(2):
         with pytest.raises(OSError):
             storer.store_segments(closed_segments(spool.directory))
@@ -146,8 +174,7 @@ def test_the_storer_retries_with_backoff_until_the_store_is_back(tmp_path: Path)
     store = FlakyStore(tmp_path / "t.db", failures=2)
     store.migrate()
     stop = threading.Event()
-    runner = threading.Thread(target=Storer(store, spool.directory, limits_of(_settings(tmp_path)),
-                                            max_rows=1000).run, args=(stop,))
+    runner = threading.Thread(target=_storer(store, spool.directory, tmp_path).run, args=(stop,))
     started = time.monotonic()
     runner.start()
     while closed_segments(spool.directory) and time.monotonic() - started < 10:
@@ -169,8 +196,7 @@ def test_a_dead_process_segments_are_adopted_and_stored(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "t.db")
     store.migrate()
     stop = threading.Event()
-    runner = threading.Thread(target=Storer(store, alive.directory, limits_of(_settings(tmp_path)),
-                                            max_rows=1000).run, args=(stop,))
+    runner = threading.Thread(target=_storer(store, alive.directory, tmp_path).run, args=(stop,))
     runner.start()
     deadline = time.monotonic() + 10
     while not store.inserted and time.monotonic() < deadline:
@@ -192,7 +218,7 @@ def test_a_live_process_segments_are_left_alone(tmp_path: Path) -> None:
     store.migrate()
     stop = threading.Event()
     stop.set()  # one pass, then stop
-    Storer(store, mine.directory, limits_of(_settings(tmp_path)), max_rows=1000).run(stop)
+    _storer(store, mine.directory, tmp_path).run(stop)
     assert store.inserted == []
     assert len(closed_segments(other.directory)) == 1
 

@@ -269,6 +269,9 @@ class ClickHouseStore:
 
     # -- writes --
 
+    def ping(self) -> None:
+        self._execute("SELECT 1")
+
     def insert_metrics(self, points: Sequence[MetricPoint]) -> None:
         if not points:
             return

@@ -97,6 +97,12 @@ class EmbeddedStore:
 
     # -- writing ---------------------------------------------------------------------------------------------
 
+    def ping(self) -> None:
+        # Taking the write lock is what an INSERT needs first (another process may hold it).
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            self._writer.execute("ROLLBACK")
+
     def _series_id(self, key: tuple[int, int, str, str]) -> int:
         known = self._series_ids.get(key)
         if known is not None:
@@ -248,7 +254,7 @@ def _log_filter(query: LogQuery, *, paged: bool) -> tuple[str, str, list[object]
     clauses: list[str] = ["l.team_id = ?"]
     params: list[object] = [query.team_id]
     source = "logs AS l"
-    if query.text:
+    if query.text and query.text.split():  # a text of separators only has no word to require (nor to MATCH)
         # As a subquery the FTS index is searched once; as a join SQLite may re-run the search per log row.
         clauses.append("l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
         params.append(_fts_query(query.text))

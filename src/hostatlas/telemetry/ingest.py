@@ -1,8 +1,12 @@
 """Decoding agent telemetry batches: decode once with orjson, check every entry, keep the good ones.
 
-A bad entry (a non-finite value, a timestamp too far from now, a malformed label, a line that is not
-valid UTF-8) is dropped on its own and reported; the rest of the batch is kept. Only a body that is not
-a batch at all (not JSON, wrong top-level shape) refuses the whole request.
+A bad entry (a value no float64 holds finitely, a timestamp too far from now, a malformed label, text
+holding NUL or lone surrogates) is dropped on its own and reported; the rest of the batch is kept. Only
+a body that is not a batch at all (not JSON: 400, wrong top-level shape: 422) refuses the whole request.
+
+The same judge runs in the request (``parse=False``) and in the storer, so whatever it accepts, the
+storer can store: every number in a decoded document is one a float64 holds (non-finite ones stay
+floats, which the checks refuse), and every string is valid UTF-8 or checked for lone surrogates.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Any
 
 import orjson
 
-from hostatlas.errors import InvalidInput
+from hostatlas.errors import InvalidInput, MalformedBody
+from hostatlas.http.types import text_problem
+from hostatlas.settings import Settings
 from hostatlas.telemetry.logparse import parse_line
 from hostatlas.telemetry.model import LogRecord, MetricPoint
 from hostatlas.telemetry.series import LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS, METRIC_NAME, canonical_labels
@@ -29,6 +35,12 @@ class Limits:
     max_age: float
     max_future: float
     max_line_bytes: int = 16_384
+
+
+def limits_of(settings: Settings) -> dict[Kind, Limits]:
+    age, future = settings.telemetry_max_age, settings.telemetry_max_future
+    return {Kind.METRICS: Limits(settings.metrics_max_points, age, future),
+            Kind.LOGS: Limits(settings.logs_max_entries, age, future, settings.log_line_max_bytes)}
 
 
 @dataclass
@@ -52,11 +64,21 @@ def _load(body: bytes) -> tuple[Any, bool]:
     except orjson.JSONDecodeError:
         pass
     try:
-        # orjson refuses the whole document for one bad byte; the stdlib keeps such bytes as lone
-        # surrogates, so the entries holding them can be dropped one by one.
-        return json.loads(body.decode("utf-8", "surrogateescape")), False
+        # orjson refuses the whole document for one bad byte or number; the stdlib keeps such bytes as
+        # lone surrogates and takes NaN, Infinity and 1e400 (as float nan/inf, which the checks refuse),
+        # so the entries holding them can be dropped one by one.
+        return json.loads(body.decode("utf-8", "surrogateescape"), parse_int=_json_int), False
     except (ValueError, RecursionError):
-        raise InvalidInput.single("body", "malformed_json", "The body is not valid JSON") from None
+        raise MalformedBody("malformed_json", "The body is not valid JSON") from None
+
+
+# Longer integers may not fit a float64 (10**309 does not) nor Python's int conversion limit (4,300 digits).
+_SAFE_INT_DIGITS = 300
+
+
+def _json_int(text: str) -> int | float:
+    """An integer literal as the stdlib reads it, except that one past float range becomes ±inf."""
+    return int(text) if len(text) <= _SAFE_INT_DIGITS else float(text)
 
 
 def _list_field(document: Any, name: str) -> list[Any]:
@@ -66,7 +88,7 @@ def _list_field(document: Any, name: str) -> list[Any]:
 
 
 def _timestamp_problem(ts: Any, now: float, limits: Limits) -> str | None:
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+    if type(ts) not in _NUMBER or not math.isfinite(ts):
         return "invalid_timestamp"
     if ts < now - limits.max_age:
         return "too_old"
@@ -80,9 +102,12 @@ def _labels_problem(labels: Any) -> str | None:
         return f"labels must be an object of at most {MAX_LABELS} string values"
     for key, value in labels.items():
         if not LABEL_NAME.match(key):
-            return f"label name {key!r} is not [a-z_][a-z0-9_]*"
+            return f"label name {key[:64]!r} is not [a-z_][a-z0-9_]*"
         if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or "," in value or "=" in value:
             return f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} characters without ',' or '='"
+        problem = text_problem(value)
+        if problem:
+            return f"label {key!r} {problem}"
     return None
 
 
@@ -157,7 +182,7 @@ def _point_problem(point: Any, now: float, limits: Limits) -> str | None:
     if not isinstance(point, list) or len(point) != 2:
         return "invalid_point"
     value = point[1]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if type(value) not in _NUMBER or not math.isfinite(value):
         return "invalid_value"
     return _timestamp_problem(point[0], now, limits)
 
@@ -192,20 +217,26 @@ def decode_frame(frame: Frame, limits: Limits, *, parse: bool = True) -> tuple[l
 def _entry_problem(entry: Any, now: float, limits: Limits, valid_utf8: bool) -> tuple[str, str] | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("line"), str):
         return "invalid_entry", "an entry is {ts, source, line} with line a string"
-    source = entry.get("source", "")
+    line, source = entry["line"], entry.get("source", "")
     if not isinstance(source, str) or len(source) > 1024:
         return "invalid_source", "source must be a path of at most 1024 characters"
-    if not valid_utf8:
-        try:
-            entry["line"].encode("utf-8")
-            source.encode("utf-8")
-        except UnicodeEncodeError:
-            return "invalid_utf8", "the line is not valid UTF-8"
+    # orjson made only valid UTF-8, so then NUL is all there is to look for (a fast scan in C).
+    if not valid_utf8 or "\x00" in line or "\x00" in source:
+        unstorable = _text_problem("line", line) or _text_problem("source", source)
+        if unstorable:
+            return unstorable
     if "ts" in entry:
         problem = _timestamp_problem(entry["ts"], now, limits)
         if problem:
             return problem, _POINT_MESSAGES[problem]
     return None
+
+
+def _text_problem(name: str, text: str) -> tuple[str, str] | None:
+    problem = text_problem(text)
+    if problem is None:
+        return None
+    return ("invalid_text" if "\x00" in text else "invalid_utf8"), f"the {name} {problem}"
 
 
 def _record(entry: dict[str, Any], team_id: int, server_id: int, now: float, limits: Limits) -> LogRecord:

@@ -122,6 +122,9 @@ class TelemetryStore(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the store's schema; idempotent."""
 
+    def ping(self) -> None:
+        """Raise if the store cannot take writes right now: tells an outage from data it refuses."""
+
     def insert_metrics(self, points: Sequence[MetricPoint]) -> None:
         """Store raw points and fold them into every rollup tier, durably, before returning."""
 

@@ -6,15 +6,16 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Security
+from pydantic import StringConstraints
 
-from hostatlas.errors import InvalidInput
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import Page, PageMeta
+from hostatlas.http.types import IdPath, IdQuery, Storable
 from hostatlas.servers.service import get_server
 from hostatlas.telemetry import service
-from hostatlas.telemetry.model import LEVELS, Agg, LogQuery, TelemetryStore
-from hostatlas.telemetry.query import parse_step, parse_time, plan
+from hostatlas.telemetry.model import Agg, TelemetryStore
+from hostatlas.telemetry.query import series_window
 from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.schemas import LogOut, MetricName, MetricsAnswer, MetricsMeta
 from hostatlas.telemetry.series import label_pairs
@@ -23,9 +24,16 @@ router = APIRouter(prefix="/api/v1", tags=["Telemetry"])
 
 MetricsReader = Annotated[Principal, Security(authenticated, scopes=["metrics:read"])]
 LogsReader = Annotated[Principal, Security(authenticated, scopes=["logs:read"])]
+# Parsed and bounded by telemetry/query.py, which names every bad one at once. A required parameter takes
+# its Query() inside Annotated: FastAPI drops these types' constraints when Query(...) is the default.
+TimeParam = Annotated[str, StringConstraints(max_length=64)]
+StepParam = Annotated[str, StringConstraints(max_length=16)]
+MetricParam = Annotated[str, StringConstraints(max_length=128), Storable]
+CursorParam = Annotated[str, StringConstraints(max_length=1024), Storable]
 # Query parameters that are not label filters.
 RESERVED = frozenset({"metric", "from", "to", "step", "agg", "server_id", "tag", "group_by"})
-TIME_HELP = "ISO-8601, unix seconds, 'now' or relative (-1h, -30m, -7d)"
+TIME_HELP = "ISO-8601, unix seconds, 'now' or relative (-1h, -30m, -7d); between 1970 and 2200"
+STEP_HELP = "Seconds or 15s, 5m, 1h (at most 366 days); default: about 300 points"
 
 
 def _store(request: Request) -> TelemetryStore:
@@ -37,10 +45,11 @@ def _store(request: Request) -> TelemetryStore:
 
 def _answer(request: Request, *, team_id: int, servers: dict[int, str], metric: str, start: str | None,
             end: str | None, step: str | None, agg: Agg, merge: bool) -> MetricsAnswer:
-    settings, now = request.app.state.settings, time.time()
-    window = plan(start=parse_time(start, "from", now), end=parse_time(end, "to", now), step=parse_step(step),
-                  now=now, raw_retention=settings.retention_raw, minute_retention=settings.retention_1m)
-    labels = {key: value for key, value in request.query_params.items() if key not in RESERVED}
+    settings = request.app.state.settings
+    window, labels = series_window(start=start, end=end, step=step, now=time.time(),
+                                   labels={key: value for key, value in request.query_params.items()
+                                           if key not in RESERVED},
+                                   raw_retention=settings.retention_raw, minute_retention=settings.retention_1m)
     data = service.series(_store(request), team_id=team_id, servers=servers, metric=metric, labels=labels,
                           window=window, agg=agg, merge=merge)
     return MetricsAnswer(data=data, meta=MetricsMeta(from_=window.start, to=window.end, step=window.step,
@@ -52,11 +61,11 @@ def _answer(request: Request, *, team_id: int, servers: dict[int, str], metric: 
             description="Other query parameters filter labels, e.g. `mount=/`. The step grows so that no series "
                         "has more than 1,500 points; older ranges are answered from the 1-minute or 1-hour "
                         "rollups, which keep min, max, sum, count and last, so spikes survive.")
-def server_metrics(server_id: int, request: Request, principal: MetricsReader, session: DbSession,
-                   metric: str = Query(..., max_length=128, examples=["cpu.percent"]),
-                   from_: str | None = Query(None, alias="from", description=TIME_HELP),
-                   to: str | None = Query(None, description=TIME_HELP),
-                   step: str | None = Query(None, description="Seconds or 15s, 5m, 1h; default: about 300 points"),
+def server_metrics(server_id: IdPath, request: Request, principal: MetricsReader, session: DbSession,
+                   metric: Annotated[MetricParam, Query(examples=["cpu.percent"])],
+                   from_: TimeParam | None = Query(None, alias="from", description=TIME_HELP),
+                   to: TimeParam | None = Query(None, description=TIME_HELP),
+                   step: StepParam | None = Query(None, description=STEP_HELP),
                    agg: Agg = Query(Agg.AVG)) -> MetricsAnswer:
     server = get_server(session, team_id=principal.team_id, server_id=server_id)
     return _answer(request, team_id=principal.team_id, servers={server.id: server.hostname}, metric=metric,
@@ -69,10 +78,11 @@ def server_metrics(server_id: int, request: Request, principal: MetricsReader, s
                         "`group_by=server` (default) answers one series per server and label set; "
                         "`group_by=none` merges servers per label set.")
 def fleet_metrics(request: Request, principal: MetricsReader, session: DbSession,
-                  metric: str = Query(..., max_length=128), server_id: list[int] | None = Query(None),
-                  tag: str | None = Query(None, max_length=64),
-                  from_: str | None = Query(None, alias="from", description=TIME_HELP),
-                  to: str | None = Query(None, description=TIME_HELP), step: str | None = Query(None),
+                  metric: Annotated[MetricParam, Query()], server_id: list[IdQuery] | None = Query(None),
+                  tag: Annotated[str, StringConstraints(max_length=64), Storable] | None = Query(None),
+                  from_: TimeParam | None = Query(None, alias="from", description=TIME_HELP),
+                  to: TimeParam | None = Query(None, description=TIME_HELP),
+                  step: StepParam | None = Query(None, description=STEP_HELP),
                   agg: Agg = Query(Agg.AVG),
                   group_by: Literal["server", "none"] = Query("server")) -> MetricsAnswer:
     servers = service.team_servers(session, principal.team_id, ids=server_id, tag=tag)
@@ -80,31 +90,32 @@ def fleet_metrics(request: Request, principal: MetricsReader, session: DbSession
                    step=step, agg=agg, merge=group_by == "none")
 
 
-@router.get("/metrics/names", response_model=list[MetricName], responses=errors(404, 422),
-            summary="What a server reports")
+@router.get("/metrics/names", response_model=Page[MetricName], responses=errors(404, 422),
+            summary="What a server reports", description="(metric, labels) pairs, ordered by metric then labels.")
 def metric_names(request: Request, principal: MetricsReader, session: DbSession,
-                 server_id: int = Query(...)) -> list[MetricName]:
+                 server_id: Annotated[IdQuery, Query()],
+                 per_page: int = Query(100, ge=1, le=100), cursor: CursorParam | None = Query(None)
+                 ) -> Page[MetricName]:
     get_server(session, team_id=principal.team_id, server_id=server_id)
-    return [MetricName(metric=metric, labels=label_pairs(labels))
-            for metric, labels in _store(request).metric_names(principal.team_id, server_id)]
+    names = _store(request).metric_names(principal.team_id, server_id)
+    page, total, next_cursor = service.page_of_names(names, per_page=per_page, cursor=cursor)
+    return Page(data=[MetricName(metric=metric, labels=label_pairs(labels)) for metric, labels in page],
+                meta=PageMeta(total=total, per_page=per_page, next_cursor=next_cursor))
 
 
 @router.get("/logs", response_model=Page[LogOut], responses=errors(422), summary="Search logs",
             description="Newest first. `q`: every word must occur in the line (whole words, any case).")
 def search_logs(request: Request, principal: LogsReader, session: DbSession,
-                q: str | None = Query(None, max_length=500), level: list[str] | None = Query(None),
-                source: str | None = Query(None, max_length=1024), server_id: list[int] | None = Query(None),
-                from_: str | None = Query(None, alias="from", description=TIME_HELP),
-                to: str | None = Query(None, description=TIME_HELP),
-                per_page: int = Query(25, ge=1, le=100), cursor: str | None = Query(None)) -> Page[LogOut]:
-    bad_levels = sorted(set(level or []) - set(LEVELS))
-    if bad_levels:
-        raise InvalidInput.single("level", "invalid_level", f"Levels are {', '.join(LEVELS)}")
+                q: Annotated[str, StringConstraints(max_length=500), Storable] | None = Query(None),
+                level: list[Annotated[str, StringConstraints(max_length=16)]] | None = Query(None),
+                source: Annotated[str, StringConstraints(max_length=1024), Storable] | None = Query(None),
+                server_id: list[IdQuery] | None = Query(None),
+                from_: TimeParam | None = Query(None, alias="from", description=TIME_HELP),
+                to: TimeParam | None = Query(None, description=TIME_HELP),
+                per_page: int = Query(25, ge=1, le=100), cursor: CursorParam | None = Query(None)) -> Page[LogOut]:
     servers = service.team_servers(session, principal.team_id, ids=server_id)
-    now = time.time()
-    query = LogQuery(principal.team_id, list(servers) if server_id else None, q or None, level, source,
-                     parse_time(from_, "from", now), parse_time(to, "to", now), per_page,
-                     service.decode_log_cursor(cursor))
+    query = service.log_query(principal.team_id, list(servers) if server_id else None, q=q, levels=level,
+                              source=source, start=from_, end=to, per_page=per_page, cursor=cursor, now=time.time())
     if server_id and not servers:
         return Page(data=[], meta=PageMeta(total=0, per_page=per_page, next_cursor=None))
     rows, total, next_cursor = service.page_of_logs(_store(request), query)
@@ -112,4 +123,3 @@ def search_logs(request: Request, principal: LogsReader, session: DbSession,
         servers = service.team_servers(session, principal.team_id, ids=sorted({row.server_id for row in rows}))
     return Page(data=[service.log_out(row, servers) for row in rows],
                 meta=PageMeta(total=total, per_page=per_page, next_cursor=next_cursor))
-

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import structlog
 
+from hostatlas.db.engine import Database
 from hostatlas.settings import Settings
-from hostatlas.telemetry.ingest import Limits, Outcome, decode_frame
+from hostatlas.telemetry.ingest import Limits, Outcome, decode_frame, limits_of
 from hostatlas.telemetry.model import TelemetryStore
-from hostatlas.telemetry.spool import Frame, Kind, Spool
-from hostatlas.telemetry.storer import Storer, StorerHandle, StorerProcess, StorerThread, limits_of
+from hostatlas.telemetry.quarantine import FrameQuarantine
+from hostatlas.telemetry.spool import BacklogStatus, Frame, Kind, Spool, backlog_status
+from hostatlas.telemetry.storer import Storer, StorerHandle, StorerProcess, StorerThread
 from hostatlas.telemetry.stores import open_store
 from hostatlas.telemetry.writer import SpoolWriter
 
@@ -34,7 +36,8 @@ class Telemetry:
     storer: StorerHandle
 
     @classmethod
-    def start(cls, settings: Settings) -> Telemetry:
+    def start(cls, settings: Settings, db: Database | None = None) -> Telemetry:
+        """``db``: the serving process's database, where a storer thread sets aside frames it cannot store."""
         store = open_store(settings)
         spool = Spool(settings.telemetry_spool_dir or settings.data_dir / "telemetry-spool",
                       fsync=settings.telemetry_spool_fsync)
@@ -47,7 +50,8 @@ class Telemetry:
         if settings.telemetry_storer == "process":
             storer = StorerProcess(settings, spool.directory)
         else:
-            storer = StorerThread(Storer(store, spool.directory, limits, max_rows=settings.telemetry_batch_rows))
+            storer = StorerThread(Storer(store, spool.directory, limits, max_rows=settings.telemetry_batch_rows,
+                                         quarantine=FrameQuarantine(settings.resolved_database_url, db)))
         return cls(store, spool, writers, limits, storer)
 
     def judge(self, frame: Frame) -> Outcome:
@@ -57,6 +61,10 @@ class Telemetry:
     async def write(self, frame: Frame) -> None:
         """Return once the batch is durable; the storer stores it within the batch delay."""
         await self.writers[frame.kind].write(frame.encode())
+
+    def backlog_status(self) -> BacklogStatus:
+        """What is acknowledged but not stored yet (for /readyz and /metrics): a listing of the spool."""
+        return backlog_status(self.spool.directory)
 
     def sync(self, timeout: float = 10.0) -> None:
         """Block until every batch acknowledged so far is stored, so a read right after a write sees it."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-METRIC_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
-LABEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline.
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,127}\Z")
+LABEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}\Z")
 MAX_LABELS = 16
 MAX_LABEL_VALUE = 256
 

@@ -6,16 +6,18 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from sqlalchemy.orm import Session
 
 from hostatlas.errors import InvalidInput
+from hostatlas.http.types import MAX_INT64, MAX_UNIX, MIN_UNIX, text_problem
 from hostatlas.inventory.schemas import ServerRef
 from hostatlas.servers.models import Server
 from hostatlas.servers.service import listing
 from hostatlas.telemetry.model import Agg, LogQuery, Series, SeriesQuery, StoredLog, TelemetryStore
-from hostatlas.telemetry.query import Window
+from hostatlas.telemetry.query import Problems, Window, check_levels, parse_time
 from hostatlas.telemetry.schemas import LogOut, SeriesOut
 from hostatlas.telemetry.series import label_pairs
 
@@ -71,18 +73,49 @@ def log_out(log: StoredLog, servers: dict[int, str]) -> LogOut:
                   level=log.level, message=log.message, fields=orjson.loads(log.fields), line=log.line)
 
 
+def _encode_cursor(values: list[object]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, valid: Callable[[Any], bool]) -> Any:
+    """The cursor's JSON value if ``valid`` holds for it; a forged or damaged cursor is a 422."""
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):  # orjson's decode error is a ValueError
+        value = None
+    if value is None or not valid(value):
+        raise InvalidInput.single("cursor", "invalid_cursor", "The cursor is not valid for this list")
+    return value
+
+
 def encode_log_cursor(log: StoredLog) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([log.ts, log.id])).decode().rstrip("=")
+    return _encode_cursor([log.ts, log.id])
+
+
+def _is_log_position(value: Any) -> bool:
+    # (ts, id) exactly as the store compares them: a time within bounds and a row id.
+    return (isinstance(value, list) and len(value) == 2 and type(value[0]) in (int, float)
+            and MIN_UNIX <= value[0] <= MAX_UNIX and type(value[1]) is int and 1 <= value[1] <= MAX_INT64)
 
 
 def decode_log_cursor(cursor: str | None) -> tuple[float, int] | None:
     if not cursor:
         return None
-    try:
-        ts, log_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), int(log_id)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidInput.single("cursor", "invalid_cursor", "The cursor is not valid for this list") from None
+    ts, log_id = _decode_cursor(cursor, _is_log_position)
+    return float(ts), log_id
+
+
+def log_query(team_id: int, server_ids: list[int] | None, *, q: str | None, levels: list[str] | None,
+              source: str | None, start: str | None, end: str | None, per_page: int, cursor: str | None,
+              now: float) -> LogQuery:
+    """A log search from its parameters, every bad one named at once (``server_ids`` None: all the team's)."""
+    problems = Problems()
+    begin = problems.check(lambda: parse_time(start, "from", now))
+    finish = problems.check(lambda: parse_time(end, "to", now))
+    before = problems.check(lambda: decode_log_cursor(cursor))
+    problems.check(lambda: check_levels(levels))
+    problems.raise_any()
+    return LogQuery(team_id, server_ids, q or None, levels, source, begin, finish, per_page, before)
 
 
 def page_of_logs(store: TelemetryStore, query: LogQuery) -> tuple[list[StoredLog], int, str | None]:
@@ -90,3 +123,18 @@ def page_of_logs(store: TelemetryStore, query: LogQuery) -> tuple[list[StoredLog
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     return rows, store.count_logs(query), encode_log_cursor(rows[-1]) if more and rows else None
+
+
+def _is_series_name(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(isinstance(part, str) and text_problem(part) is None for part in value))
+
+
+def page_of_names(names: list[tuple[str, str]], *, per_page: int,
+                  cursor: str | None) -> tuple[list[tuple[str, str]], int, str | None]:
+    """A page of a server's (metric, labels) pairs in order, after the cursor's pair; and the total."""
+    after = tuple(_decode_cursor(cursor, _is_series_name)) if cursor else None
+    ordered = sorted(names)
+    rest = [name for name in ordered if after is None or name > after]
+    page = rest[:per_page]
+    return page, len(ordered), _encode_cursor(list(page[-1])) if len(rest) > per_page else None

@@ -62,7 +62,11 @@ class Frame:
 
 def read_frames(path: Path) -> Iterator[Frame]:
     """The segment's complete frames, in order; a torn or damaged frame ends it."""
-    data = path.read_bytes()
+    return frames_of(path.read_bytes())
+
+
+def frames_of(data: bytes) -> Iterator[Frame]:
+    """The complete frames encoded in ``data``, in order; a torn or damaged frame ends them."""
     offset = 0
     while offset + _HEADER.size <= len(data):
         length, kind, team_id, server_id, received_at = _HEADER.unpack_from(data, offset)
@@ -88,6 +92,8 @@ class SegmentLog:
         self._path = directory
         self.frames = 0  # in the open segment
         self.opened_at = 0.0  # monotonic time of the open segment's first frame
+        # The newest segment closed so far: a reader waits for it to be stored when nothing is open.
+        self.last_closed: Path | None = None
         self._open_next()
 
     def _open_next(self) -> None:
@@ -121,6 +127,7 @@ class SegmentLog:
         os.close(self._fd)
         closed = self._path.with_suffix(SEGMENT_SUFFIX)
         os.rename(self._path, closed)
+        self.last_closed = closed
         self._open_next()
         return closed
 
@@ -135,6 +142,38 @@ class SegmentLog:
 def closed_segments(directory: Path) -> list[Path]:
     """The segments ready for the storer, oldest first within each kind."""
     return sorted(directory.glob(f"*{SEGMENT_SUFFIX}"))
+
+
+@dataclass(frozen=True)
+class BacklogStatus:
+    """Acknowledged telemetry not yet stored: the closed segments of one spool directory.
+
+    Ages are measured from a segment's last write (when it was closed, within the batch delay of its
+    first frame). The storer takes segments oldest first, so ``storer_lag_seconds``, the age of the
+    oldest segment it has not stored, is the same figure as ``oldest_age_seconds``.
+    """
+
+    bytes: int
+    segments: int
+    oldest_age_seconds: float  # 0 when empty
+    storer_lag_seconds: float
+
+
+def backlog_status(directory: Path, now: float | None = None) -> BacklogStatus:
+    """One directory listing and a stat per closed segment: cheap enough for every probe and scrape."""
+    moment = time.time() if now is None else now
+    total, count, oldest = 0, 0, moment
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.endswith(SEGMENT_SUFFIX):
+                continue
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:  # stored while we looked
+                continue
+            total, count, oldest = total + stat.st_size, count + 1, min(oldest, stat.st_mtime)
+    age = max(0.0, moment - oldest)
+    return BacklogStatus(bytes=total, segments=count, oldest_age_seconds=age, storer_lag_seconds=age)
 
 
 def hold_lock(path: Path) -> int | None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from hostatlas.settings import Settings
 from hostatlas.telemetry.model import Retention, TelemetryStore
+from hostatlas.telemetry.spool import Kind
 
 
 def open_store(settings: Settings) -> TelemetryStore:
@@ -24,3 +28,11 @@ def open_store(settings: Settings) -> TelemetryStore:
 def retention_of(settings: Settings) -> Retention:
     return Retention(raw_seconds=settings.retention_raw, minute_seconds=settings.retention_1m,
                      hour_seconds=settings.retention_1h, logs_seconds=settings.retention_logs)
+
+
+def insert(store: TelemetryStore, kind: Kind, rows: Sequence[Any]) -> None:
+    """One INSERT of rows of one kind (``MetricPoint`` or ``LogRecord``)."""
+    if kind is Kind.METRICS:
+        store.insert_metrics(rows)
+    else:
+        store.insert_logs(rows)

@@ -9,7 +9,6 @@ frame has waited ``max_delay`` seconds, or at once when a reader calls ``sync``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from hostatlas.errors import Unavailable
-from hostatlas.telemetry.spool import SEGMENT_SUFFIX, SegmentLog
+from hostatlas.telemetry.spool import SegmentLog, backlog_status
 
 log = structlog.get_logger(__name__)
 
@@ -90,9 +89,7 @@ class SpoolWriter:
         now = time.monotonic()
         if now - self._backlog_checked >= BACKLOG_CHECK_SECONDS:
             self._backlog_checked = now
-            with contextlib.suppress(OSError):  # a segment was stored (deleted) while we looked
-                self._backlog_bytes = sum(entry.stat().st_size for entry in self._directory.iterdir()
-                                          if entry.name.endswith(SEGMENT_SUFFIX))
+            self._backlog_bytes = backlog_status(self._directory).bytes
         return self._backlog_bytes >= self.max_backlog_bytes
 
     def _run(self) -> None:
@@ -114,7 +111,8 @@ class SpoolWriter:
                 self._segments.rotate()
             syncs = [item for item in items if isinstance(item, _Sync)]
             if syncs:
-                closed = self._segments.rotate()
+                # Nothing open may still mean unstored: the delay timer may have closed the segment already.
+                closed = self._segments.rotate() or self._segments.last_closed
                 for request in syncs:
                     request.closed = closed
                     request.ready.set()
