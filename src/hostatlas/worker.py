@@ -18,6 +18,8 @@ import structlog
 
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
+from hostatlas.pipelines.health import PipelineHealth
+from hostatlas.pipelines.quarantine import describe
 from hostatlas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -28,22 +30,30 @@ Loop = Callable[[threading.Event], None]
 
 class Worker:
     def __init__(self, db: Database, settings: Settings, jobs: list[tuple[str, Job]],
-                 loops: Sequence[tuple[str, Loop]] = ()) -> None:
+                 loops: Sequence[tuple[str, Loop]] = (), *, health: PipelineHealth | None = None) -> None:
         self.db = db
         self.settings = settings
         self.jobs = jobs
         self.loops = loops
+        self.health = health or PipelineHealth()
         self.stopping = threading.Event()
 
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
-        """Run every job once; a failing job is logged and does not stop the others."""
+        """Run every job once; a failing job is logged and does not stop the others.
+
+        Each job reports to the health registry as ``job:<name>``. A job raises only when it could do
+        nothing (the database is down): jobs set aside the rows that fail alone (``pipelines.isolation``).
+        """
         done: dict[str, int] = {}
         for name, job in self.jobs:
             try:
                 done[name] = job(self.db, self.settings, now or utcnow())
-            except Exception:
+            except Exception as exc:
                 log.exception("job_failed", job=name)
+                self.health.failed(f"job:{name}", describe(exc))
                 done[name] = -1
+            else:
+                self.health.succeeded(f"job:{name}")
         return done
 
     def run_forever(self) -> None:

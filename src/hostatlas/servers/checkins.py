@@ -2,23 +2,34 @@
 ``HOSTATLAS_FLUSH_INTERVAL`` seconds writes them in one transaction and brings offline servers back
 online, with their ``server.online`` events. At 60,000 hosts that is one write batch a second instead
 of a thousand single-row transactions.
+
+One check-in the database refuses (a value it cannot store, a server whose event cannot be built) must
+not hold up the others: a batch that fails is written again in halves (``pipelines.isolation``), and a
+check-in that fails alone is set aside in the quarantine as ``servers.checkins``. A database that is
+down is no reason to set anything aside: the check-ins go back into the buffer for the next pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Table, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
+from hostatlas.clock import utcnow
 from hostatlas.coalesce import LatestValues
 from hostatlas.db.engine import Database
+from hostatlas.pipelines import quarantine
+from hostatlas.pipelines.isolation import flush_latest
+from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.servers.models import Server, ServerStatus
 from hostatlas.servers.service import record_back_online
 
 FLUSH_BATCH = 2000
+PIPELINE = "servers.checkins"
 # Core, not ORM, for the bulk statements: a thousand rows a second should cost no per-row objects.
 SERVERS = cast(Table, Server.__table__)
 
@@ -42,16 +53,14 @@ class CheckinBuffer:
         self._pending.drain_key(server_id)
 
     def flush(self, db: Database) -> int:
-        pending = self._pending.drain()
-        items = sorted(pending.items())
-        try:
-            for start in range(0, len(items), FLUSH_BATCH):
-                with db.session(write=True) as session:
-                    apply_checkins(session, dict(items[start:start + FLUSH_BATCH]))
-        except Exception:
-            self._pending.restore(pending)
-            raise
-        return len(items)
+        """Write what is buffered; returns how many check-ins were written. Raises when the database
+        is down, after putting back what was not written (never over a newer check-in)."""
+
+        def write(batch: list[tuple[int, Checkin]]) -> None:
+            with db.session(write=True) as session:
+                apply_checkins(session, dict(batch))
+
+        return flush_latest(self._pending, write, lambda poison: _set_aside(db, poison), batch=FLUSH_BATCH)
 
 
 def apply_checkins(session: Session, checkins: dict[int, Checkin]) -> None:
@@ -78,7 +87,7 @@ _POSTGRESQL_UPDATE = text("""
         last_seen_at = GREATEST(s.last_seen_at, v.at), status = 'online', offline_since = NULL,
         agent_version = COALESCE(v.agent_version, s.agent_version),
         uptime_s = COALESCE(v.uptime_s, s.uptime_s), boot_id = COALESCE(v.boot_id, s.boot_id)
-    FROM unnest(CAST(:ids AS integer[]), CAST(:ats AS timestamp[]), CAST(:versions AS varchar[]),
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamp[]), CAST(:versions AS varchar[]),
                 CAST(:uptimes AS bigint[]), CAST(:boots AS varchar[])) AS v(id, at, agent_version, uptime_s, boot_id)
     WHERE s.id = v.id
 """)
@@ -110,3 +119,31 @@ def _update_portable(session: Session, checkins: dict[int, Checkin]) -> None:
         [{"server_id": server_id, "at": c.at, "agent_version": c.agent_version, "uptime_s": c.uptime_s,
           "boot_id": c.boot_id} for server_id, c in checkins.items()],
     )
+
+
+def _set_aside(db: Database, poison: list[tuple[tuple[int, Checkin], Exception]]) -> None:
+    """Quarantine check-ins that failed alone, in one transaction (logged there, once each)."""
+    with db.session(write=True) as session:
+        teams = {row.id: row.team_id for row in session.execute(
+            select(Server.id, Server.team_id).where(Server.id.in_([server_id for (server_id, _), _ in poison])))}
+        for (server_id, checkin), exc in poison:
+            quarantine.set_aside(session, pipeline=PIPELINE, reason=quarantine.describe(exc),
+                                 payload=encode(server_id, checkin), team_id=teams.get(server_id), now=utcnow())
+
+
+def encode(server_id: int, checkin: Checkin) -> bytes:
+    return json.dumps({"server_id": server_id, **asdict(checkin), "at": checkin.at.isoformat()}).encode()
+
+
+def decode(payload: bytes) -> tuple[int, Checkin]:
+    fields = json.loads(payload)
+    server_id = fields.pop("server_id")
+    return server_id, Checkin(**{**fields, "at": datetime.fromisoformat(fields["at"])})
+
+
+def replay(db: Database, item: QuarantinedItem) -> None:
+    """Apply a quarantined check-in, unless its server was deleted meanwhile (nothing left to apply it to)."""
+    server_id, checkin = decode(item.payload)
+    with db.session(write=True) as session:
+        if session.get(Server, server_id) is not None:
+            apply_checkins(session, {server_id: checkin})

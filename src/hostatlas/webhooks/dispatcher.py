@@ -17,11 +17,17 @@ its own asyncio loop in a thread of its own:
 - **record**: every attempt is logged; a 2xx succeeds; 410 fails the delivery and disables the webhook;
   anything else is retried after the next delay of ``HOSTATLAS_WEBHOOK_RETRY_SCHEDULE`` (with ±10%
   jitter), or after ``Retry-After`` on a 429 or 503; after the last retry the delivery is ``failed``.
+
+One bad item never stops the line (``pipelines.isolation``): a fan-out or a recording that fails is done
+again in halves. An event whose deliveries cannot be made alone is set aside (``webhooks.fanout``) and
+marked dispatched; a delivery whose attempt cannot be recorded alone is set aside (``webhooks.delivery``)
+and marked failed, instead of being sent again and again. Both report to the pipelines' health.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -42,9 +48,14 @@ from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
 from hostatlas.outbound import Answer, Outbound, OutboundError, Resolver, system_resolver
+from hostatlas.pipelines import quarantine
+from hostatlas.pipelines.health import PipelineHealth
+from hostatlas.pipelines.isolation import is_outage, write_isolating
+from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings
+from hostatlas.webhooks.fanout import FAN_OUT, make_deliveries, set_event_aside
 from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
-from hostatlas.webhooks.service import TEST_EVENT, disable, new_delivery, signing_secrets
+from hostatlas.webhooks.service import TEST_EVENT, disable, signing_secrets
 from hostatlas.webhooks.signing import signature_headers
 
 log = structlog.get_logger(__name__)
@@ -66,6 +77,8 @@ CLAIM_EVERY_SECONDS = 0.05
 # A held delivery is sent only while its lease outlasts a whole attempt by this much (or, with leases
 # shorter than that, while half of it is left); else it is given back for a fresh claim.
 LEASE_MARGIN_SECONDS = 5.0
+# The pipeline, as the quarantine and the health registry name it.
+DELIVERY = "webhooks.delivery"
 
 assert isinstance(WebhookDelivery.__table__, Table) and isinstance(Webhook.__table__, Table)
 assert isinstance(WebhookAttempt.__table__, Table)
@@ -104,8 +117,10 @@ class Outcome:
 
 class Dispatcher:
     def __init__(self, db: Database, settings: Settings, *, resolver: Resolver = system_resolver,
-                 clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random) -> None:
+                 clock: Callable[[], datetime] = utcnow, rng: Callable[[], float] = random.random,
+                 health: PipelineHealth | None = None) -> None:
         self.db = db
+        self.health = health or PipelineHealth()
         self.settings = settings
         self.outbound = Outbound(allow_private=settings.webhook_allow_private, resolver=resolver,
                                  connect_timeout=settings.webhook_connect_timeout,
@@ -120,25 +135,43 @@ class Dispatcher:
     # -- fan-out --
 
     def fan_out(self, now: datetime | None = None, limit: int = FAN_OUT_BATCH) -> int:
-        """Turn undispatched events into deliveries; returns how many events were dispatched."""
+        """Turn undispatched events into deliveries; returns how many events were dispatched (or set aside)."""
         now = now or self.clock()
+        try:
+            dispatched = self._fan_out(now, limit)
+        except Exception as exc:
+            self.health.failed(FAN_OUT, quarantine.describe(exc))
+            raise
+        self.health.succeeded(FAN_OUT)
+        return dispatched
+
+    def _fan_out(self, now: datetime, limit: int) -> int:
+        claimed: list[int] = []
+        try:
+            with self.db.session(write=True) as session:
+                batch = list(session.scalars(select(Event).where(Event.dispatched_at.is_(None)).order_by(Event.id)
+                                             .limit(limit).with_for_update(skip_locked=True)))
+                if not batch:
+                    return 0
+                claimed = [event.id for event in batch]
+                make_deliveries(session, batch, now)
+                return len(batch)
+        except Exception as exc:
+            if is_outage(exc) or not claimed:
+                raise
+        # One event spoils the batch: fan the same events out again in halves, down to the culprit.
+        done = write_isolating(claimed, lambda ids: self._fan_out_these(ids, now), batch=len(claimed))
+        for event_id, error in done.poison:
+            set_event_aside(self.db, event_id, error, now)
+        if done.outage is not None:
+            raise done.outage
+        return len(done.written) + len(done.poison)
+
+    def _fan_out_these(self, ids: list[int], now: datetime) -> None:
         with self.db.session(write=True) as session:
-            batch = list(session.scalars(select(Event).where(Event.dispatched_at.is_(None)).order_by(Event.id)
-                                         .limit(limit).with_for_update(skip_locked=True)))
-            if not batch:
-                return 0
-            hooks: dict[int, list[Webhook]] = {}
-            for webhook in session.scalars(select(Webhook).where(
-                    Webhook.team_id.in_(sorted({event.team_id for event in batch})), Webhook.enabled)):
-                hooks.setdefault(webhook.team_id, []).append(webhook)
-            for event in batch:
-                for webhook in hooks.get(event.team_id, ()):
-                    if (webhook.events is None or event.type in webhook.events) \
-                            and event.created_at >= webhook.enabled_since:
-                        session.add(new_delivery(webhook, event=event.type, event_id=event.id, data=event.payload,
-                                                 at=event.created_at, now=now))
-                event.dispatched_at = now
-            return len(batch)
+            make_deliveries(session, list(session.scalars(
+                select(Event).where(Event.id.in_(ids), Event.dispatched_at.is_(None)).order_by(Event.id)
+                .with_for_update(skip_locked=True))), now)
 
     # -- claim --
 
@@ -176,14 +209,18 @@ class Dispatcher:
                 .values(lease_owner=self.owner, lease_expires_at=now + self.lease)
                 .returning(DELIVERIES.c.id, DELIVERIES.c.delivery_id, DELIVERIES.c.webhook_id, DELIVERIES.c.event,
                            DELIVERIES.c.body, DELIVERIES.c.attempts)).all()
-            hooks = {row.id: row for row in session.execute(
-                select(WEBHOOKS.c.id, WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.previous_secret,
-                       WEBHOOKS.c.previous_secret_expires_at)
-                .where(WEBHOOKS.c.id.in_({row.webhook_id for row in leased})))}
+            hooks, unreadable = _signing_details(session, {row.webhook_id for row in leased})
+            for row in leased:
+                if row.webhook_id in unreadable:  # it cannot be signed: set aside (replay once the key is back)
+                    _fail_and_set_aside(session, DELIVERIES.c.id == row.id, exc=unreadable[row.webhook_id], now=now,
+                                        payload={"delivery": row.id, "delivery_id": row.delivery_id,
+                                                 "webhook_id": row.webhook_id, "attempt": None})
         order = {delivery_id: index for index, delivery_id in enumerate(chosen)}
         claims = []
         for row in sorted(leased, key=lambda row: order[row.id]):
-            hook = hooks[row.webhook_id]
+            hook = hooks.get(row.webhook_id)
+            if hook is None:
+                continue
             claims.append(Claimed(row.id, row.delivery_id, row.webhook_id, row.event, row.body, row.attempts, hook.url,
                                   signing_secrets(hook.secret, hook.previous_secret, hook.previous_secret_expires_at,
                                                   now)))
@@ -242,10 +279,19 @@ class Dispatcher:
     # -- record --
 
     def record(self, outcomes: list[Outcome], now: datetime | None = None) -> None:
-        """Log every attempt and move each delivery on, in one transaction."""
+        """Log every attempt and move each delivery on, in one transaction (halves of it if that fails)."""
         if not outcomes:
             return
         now = now or self.clock()
+        done = write_isolating(outcomes, lambda batch: self._record(batch, now), batch=len(outcomes))
+        for outcome, exc in done.poison:
+            self._set_delivery_aside(outcome, exc, now)
+        if done.outage is not None:
+            self.health.failed(DELIVERY, quarantine.describe(done.outage))
+            raise done.outage
+        self.health.succeeded(DELIVERY)
+
+    def _record(self, outcomes: list[Outcome], now: datetime) -> None:
         attempts: list[dict[str, object]] = []
         moves: list[dict[str, object]] = []
         gone: set[int] = set()
@@ -263,12 +309,12 @@ class Dispatcher:
                 status = answer.status if answer else None
                 error = outcome.error.kind if outcome.error else (None if status and 200 <= status < 300
                                                                    else "http_status")
-                excerpt = answer.body.decode("utf-8", "replace")[:RESPONSE_EXCERPT_CHARS] if answer else None
+                excerpt = _excerpt(answer.body) if answer else None
                 attempts.append({
                     "delivery_id": claimed.id, "number": number, "started_at": outcome.started_at,
                     "duration_ms": outcome.duration_ms, "url": claimed.url, "request_headers": outcome.request_headers,
                     "response_status": status, "response_body": excerpt, "error": error,
-                    "error_detail": outcome.error.detail[:500] if outcome.error else None})
+                    "error_detail": _storable(outcome.error.detail[:500]) if outcome.error else None})
                 state = self._next_state(outcome, number, now)
                 moves.append({"b_id": claimed.id, "b_attempts": number, "b_status": state["status"],
                               "b_completed": state["completed_at"], "b_next": state["next_attempt_at"]})
@@ -285,6 +331,23 @@ class Dispatcher:
             session.execute(insert(ATTEMPTS), attempts)  # Core: the ORM's bulk path costs more here
             if gone:
                 disable(session, sorted(gone), reason="The endpoint answered 410 Gone", now=now)
+
+    def _set_delivery_aside(self, outcome: Outcome, exc: Exception, now: datetime) -> None:
+        """Fail a delivery whose attempt could not be recorded, and quarantine it: sending it again and
+        again, never knowing how it went, would help no one. Replaying puts it back in the queue."""
+        claimed = outcome.claimed
+        attempt = {"number": claimed.attempts + 1, "started_at": outcome.started_at.isoformat(),
+                   "response_status": outcome.answer.status if outcome.answer else None,
+                   "error": outcome.error.kind if outcome.error else None}
+        try:
+            with self.db.session(write=True) as session:
+                # Only while still ours: a worker that took the lease over decides now.
+                _fail_and_set_aside(session, DELIVERIES.c.id == claimed.id, DELIVERIES.c.lease_owner == self.owner,
+                                    payload={"delivery": claimed.id, "delivery_id": claimed.delivery_id,
+                                             "webhook_id": claimed.webhook_id, "attempt": attempt}, exc=exc, now=now)
+        except Exception:
+            # Its lease expires and it is sent again: at least once, as after any failed recording.
+            log.exception("webhook_set_aside_failed", delivery=claimed.delivery_id)
 
     def _next_state(self, outcome: Outcome, number: int, now: datetime) -> dict[str, object]:
         answer = outcome.answer
@@ -417,6 +480,58 @@ class Dispatcher:
         log.info("webhook_dispatcher_started", owner=self.owner, concurrency=self.settings.webhook_concurrency)
         asyncio.run(self.run(stopping))
         log.info("webhook_dispatcher_stopped", owner=self.owner)
+
+
+_SIGNING = select(WEBHOOKS.c.id, WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.previous_secret,
+                  WEBHOOKS.c.previous_secret_expires_at)
+
+
+def _signing_details(session: Session, webhook_ids: set[int]) -> tuple[dict[int, Any], dict[int, Exception]]:
+    """URL and secrets of each webhook; those whose secret cannot be opened (sealed with a key the
+    install no longer has) come back apart with why, so that they stop nobody else's deliveries."""
+    try:
+        return {row.id: row for row in session.execute(_SIGNING.where(WEBHOOKS.c.id.in_(webhook_ids)))}, {}
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+    hooks: dict[int, Any] = {}
+    unreadable: dict[int, Exception] = {}
+    for webhook_id in sorted(webhook_ids):
+        try:
+            hooks[webhook_id] = session.execute(_SIGNING.where(WEBHOOKS.c.id == webhook_id)).one()
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            unreadable[webhook_id] = exc
+    return hooks, unreadable
+
+
+def _fail_and_set_aside(session: Session, *where: ColumnElement[bool], payload: dict[str, Any], exc: Exception,
+                        now: datetime) -> None:
+    """Fail the delivery (if ``where`` still matches it) and quarantine it; replaying makes it pending again."""
+    team_id = session.scalar(update(DELIVERIES).where(*where)
+                             .values(status=DeliveryStatus.FAILED.value, completed_at=now, next_attempt_at=None,
+                                     lease_owner=None, lease_expires_at=None).returning(DELIVERIES.c.team_id))
+    if team_id is not None:
+        quarantine.set_aside(session, pipeline=DELIVERY, reason=quarantine.describe(exc),
+                             payload=json.dumps(payload).encode(), team_id=team_id, now=now)
+
+
+def replay_delivery(db: Database, item: QuarantinedItem) -> None:
+    """Send the set-aside delivery again (a new attempt), if it is still there."""
+    with db.session(write=True) as session:
+        session.execute(update(DELIVERIES).where(DELIVERIES.c.id == json.loads(item.payload)["delivery"],
+                                                 DELIVERIES.c.status == DeliveryStatus.FAILED.value)
+                        .values(status=DeliveryStatus.PENDING.value, completed_at=None, next_attempt_at=utcnow()))
+
+
+def _excerpt(body: bytes) -> str:
+    return _storable(body.decode("utf-8", "replace")[:RESPONSE_EXCERPT_CHARS])
+
+
+def _storable(text: str) -> str:
+    # A receiver's answer, and errors quoting it, are outside input: PostgreSQL refuses NUL in text.
+    return text.replace("\x00", "\ufffd")
 
 
 def _retry_after(answer: Answer, now: datetime) -> float | None:
