@@ -71,12 +71,39 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address that translators or tunnels reach: IPv4-compatible
+# (::/96), NAT64 (64:ff9b::/96, RFC 6052) and IPv4-translated (::ffff:0:0:0/96, RFC 2765).
+LAST_32_BITS_IPV4 = tuple(ipaddress.IPv6Network(net) for net in ("::/96", "64:ff9b::/96", "::ffff:0:0:0/96"))
+# Local-use NAT64 (RFC 8215): internal by definition, and where it embeds the IPv4 address depends on the
+# prefix length each network picks. Python 3.11 still calls it global.
+LOCAL_USE_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def blocked(address: str) -> bool:
-    """Whether an address is internal: loopback, private, link-local, multicast, reserved, unspecified..."""
+    """Whether an address is internal: loopback, private, link-local, multicast, reserved, unspecified...
+
+    An IPv6 address embedding an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo, translated) is
+    judged by that address too: ``[64:ff9b::7f00:1]`` reaches 127.0.0.1 through a NAT64 gateway.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _internal(ip)
+    if ip.ipv4_mapped is not None:  # the socket connects to the IPv4 address itself
+        return _internal(ip.ipv4_mapped)
+    return _internal(ip) or ip in LOCAL_USE_NAT64 or any(_internal(inner) for inner in _embedded_ipv4(ip))
+
+
+def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not ip.is_global or ip.is_multicast
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    embedded = [*(ip.teredo or ())]  # (server, client), the client's obfuscation undone
+    if ip.sixtofour is not None:
+        embedded.append(ip.sixtofour)
+    if any(ip in network for network in LAST_32_BITS_IPV4):
+        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return embedded
 
 
 def url_problem(url: str) -> str | None:

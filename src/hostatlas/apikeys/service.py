@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from hostatlas import tokens
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys.models import ApiKey, KeyStatus
-from hostatlas.errors import Conflict, FieldProblem, InvalidInput, NotFound, Unauthenticated
+from hostatlas.errors import Conflict, FieldProblem, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
 MAX_ROTATION_GRACE = timedelta(days=30)
 
@@ -42,8 +43,18 @@ def _issue(session: Session, *, team_id: int, name: str, scopes: list[str], expi
     return IssuedKey(record, raw)
 
 
+def check_grantable(scopes: Iterable[str], granted_by: Iterable[str]) -> None:
+    """A key grants only scopes it holds: every path that issues a key (create, rotate, ...) asks here."""
+    held = list(granted_by)
+    for scope in scopes:
+        if scope in scope_rules.KNOWN_SCOPES and not scope_rules.grants(held, scope):
+            raise PermissionDenied("scope_not_held", f"A key cannot grant '{scope}', which it does not hold")
+
+
 def create_key(session: Session, *, team_id: int, name: str, scopes: list[str],
-               expires_at: datetime | None, now: datetime) -> IssuedKey:
+               expires_at: datetime | None, now: datetime, granted_by: Iterable[str]) -> IssuedKey:
+    """``granted_by``: the scopes of the key asking for this one."""
+    check_grantable(scopes, granted_by)
     problems = []
     unknown = scope_rules.unknown_scopes(scopes)
     if unknown:
@@ -83,13 +94,18 @@ def revoke_key(session: Session, *, team_id: int, key_id: int, now: datetime) ->
     return record
 
 
-def rotate_key(session: Session, *, team_id: int, key_id: int, grace: timedelta, now: datetime) -> IssuedKey:
-    """Issue a successor with the same scopes; the old key keeps working until the grace ends."""
+def rotate_key(session: Session, *, team_id: int, key_id: int, grace: timedelta, now: datetime,
+               granted_by: Iterable[str]) -> IssuedKey:
+    """Issue a successor with the same scopes; the old key keeps working until the grace ends.
+
+    The successor is a new key with the old one's scopes, so the caller must hold them all, as if creating it.
+    """
     if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
         raise InvalidInput.single(
             "grace_seconds", "out_of_range", f"Between 0 and {int(MAX_ROTATION_GRACE.total_seconds())}"
         )
     old = get_key(session, team_id=team_id, key_id=key_id)
+    check_grantable(old.scopes, granted_by)
     status = old.status_at(now)
     if status is not KeyStatus.ACTIVE:
         raise Conflict(f"Only an active key can be rotated; this one is {status.value}", "api_key_not_active")

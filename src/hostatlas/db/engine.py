@@ -4,6 +4,9 @@ SQLite allows one writer at a time. Deferred transactions that later try to writ
 "database is locked" when another connection wrote in between, whatever the busy timeout, so write
 sessions start with ``BEGIN IMMEDIATE`` and, within this process, queue on a lock before asking
 SQLite. Read sessions stay deferred and run in parallel under WAL.
+
+Every engine hides statement parameters from its error messages (``hide_parameters``): they hold what
+a request sent, secrets included, and an error message ends up in the log.
 """
 
 from __future__ import annotations
@@ -61,11 +64,13 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+                self.url, hide_parameters=True,
+                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             )
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_engine(self.url, pool_size=10, max_overflow=30, pool_pre_ping=True)
+            self.engine = create_engine(self.url, hide_parameters=True, pool_size=10, max_overflow=30,
+                                        pool_pre_ping=True)
         self._write_engine = self.engine.execution_options(hostatlas_write=True)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)

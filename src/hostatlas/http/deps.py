@@ -10,10 +10,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
+from hostatlas import tokens
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys.service import authenticate
 from hostatlas.clock import utcnow
 from hostatlas.errors import PermissionDenied, Unauthenticated
+from hostatlas.http.ratelimit import KnownKeys
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -56,7 +58,13 @@ def authenticated(
     if credentials is None:
         raise Unauthenticated("missing_api_key", "Send an API key as 'Authorization: Bearer sk_live_...'")
     now = utcnow()
-    key = authenticate(session, credentials.credentials, now)
+    known_keys: KnownKeys = request.app.state.known_keys
+    try:
+        key = authenticate(session, credentials.credentials, now)
+    except Unauthenticated:
+        known_keys.forget(tokens.hash_token(credentials.credentials))  # revoked or expired meanwhile
+        raise
+    known_keys.note(key.key_hash)
     request.app.state.key_usage.note(key, at=now, ip=request.client.host if request.client else None)
     principal = Principal(team_id=key.team_id, key_id=key.id, scopes=tuple(key.scopes))
     for scope in security_scopes.scopes:

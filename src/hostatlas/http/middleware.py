@@ -1,7 +1,10 @@
 """One pure-ASGI middleware for what every API response needs, errors included.
 
 It assigns the request id, applies the rate limit, refuses bodies that are too large or not JSON,
-catches anything unhandled as an enveloped 500, and stamps the headers on every response.
+catches anything unhandled as an enveloped 500, and stamps the headers on every response. A body
+guard's ``HttpError`` (the size cap counted as bytes arrive) that escapes the app before it answered
+is answered as that error: middleware that reads the body itself (the agent fast path) need not
+catch it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hostatlas import tokens
 from hostatlas.http.asgi import header
 from hostatlas.http.errors import HttpError, envelope, internal_error_body
-from hostatlas.http.ratelimit import BEARER_PREFIXES, Decision, RateLimiter, identity_for
+from hostatlas.http.ratelimit import BEARER_PREFIXES, Decision, KnownCheck, RateLimiter, identity_for
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +36,11 @@ def _is_json(content_type: str) -> bool:
 
 
 class ApiGuard:
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, max_body_bytes: int,
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, known: KnownCheck, max_body_bytes: int,
                  json_only_prefix: str = "/api/") -> None:
         self.app = app
         self.limiter = limiter
+        self.known = known
         self.max_body_bytes = max_body_bytes
         self.json_only_prefix = json_only_prefix
 
@@ -56,7 +60,7 @@ class ApiGuard:
             # Hashed once here; the check-in fast path reads it from the scope instead of hashing again.
             bearer = tokens.recognise_bearer(header(scope, b"authorization"), BEARER_PREFIXES)
             scope["state"]["bearer"] = bearer
-            decision = await self.limiter.hit(identity_for(bearer, client[0] if client else None))
+            decision = await self.limiter.hit(identity_for(bearer, client[0] if client else None, self.known))
             extra_headers += decision.headers()
             if not decision.allowed:
                 await self._refuse(send, extra_headers, 429, "rate_limited",
@@ -79,6 +83,10 @@ class ApiGuard:
 
         try:
             await self.app(scope, self._counting_receive(receive), send_with_headers)
+        except HttpError as error:
+            if started:
+                raise
+            await self._refuse(send, extra_headers, error.status_code, error.code, str(error.detail), request_id)
         except Exception:
             log.exception("unhandled_error", request_id=request_id, path=path, method=scope["method"])
             if started:

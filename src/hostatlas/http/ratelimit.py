@@ -1,7 +1,10 @@
 """Request budgets: a fixed window per identity, in-process by default, shared through Redis when set.
 
-A budget belongs to an API key or agent token (by its hash) when the request carries a well-formed
-one, and to the client IP otherwise. Through Redis the ``limits`` library keeps the windows. In-process
+A budget belongs to an API key or agent token (by its hash) when this process knows the secret to be
+good: an agent token in the agent-token cache, an API key that authenticated here (``KnownKeys``).
+Anything else is charged to the client IP, so that made-up secrets (their checksum is public) neither
+get fresh budgets nor reach the database once the IP is limited. The first request of a good key in a
+process is charged to its IP too. Through Redis the ``limits`` library keeps the windows. In-process
 they are kept here: ``limits``' asyncio MemoryStorage starts a sweep over every counter after each hit,
 which with 10,000 agents took a third of the serving process's CPU (bench/ingest.py, py-spy); here a
 hit is one dict lookup, and stale windows are dropped once per window length.
@@ -10,7 +13,9 @@ hit is one dict lookup, and stale windows are dropped once per window length.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -44,10 +49,41 @@ class Decision:
         return [(name.lower().encode(), str(value).encode()) for name, value in values]
 
 
-def identity_for(bearer: tokens.Bearer | None, client_ip: str | None) -> str:
-    if bearer is not None:
+# Whether a recognised bearer secret is known good in this process.
+KnownCheck = Callable[[tokens.Bearer], bool]
+
+
+def identity_for(bearer: tokens.Bearer | None, client_ip: str | None, known: KnownCheck) -> str:
+    if bearer is not None and known(bearer):
         return "key:" + bearer.hash[:32]
     return f"ip:{client_ip or 'unknown'}"
+
+
+class KnownKeys:
+    """Hashes of the API keys that authenticated in this process, at most ``capacity`` (oldest dropped).
+
+    A key dropped, or never seen here, is charged to its IP until it authenticates again.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._hashes: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key_hash: str) -> bool:
+        return key_hash in self._hashes
+
+    def note(self, key_hash: str) -> None:
+        if key_hash in self._hashes:
+            return
+        with self._lock:
+            self._hashes[key_hash] = None
+            if len(self._hashes) > self.capacity:
+                del self._hashes[next(iter(self._hashes))]
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            self._hashes.pop(key_hash, None)
 
 
 class _LocalWindows:

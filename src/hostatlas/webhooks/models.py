@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hostatlas.clock import utcnow
 from hostatlas.db.base import Base, UTCDateTime
+from hostatlas.secretbox import Sealed
 
 
 class DeliveryStatus(StrEnum):
@@ -34,10 +35,11 @@ class Webhook(Base):
     enabled_since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Why the platform disabled it by itself (the endpoint answered 410 Gone), if it did.
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
-    # The signing secret must be readable to sign with; it is never logged or returned after creation
-    # and rotation.
-    secret: Mapped[str] = mapped_column(String(100))
-    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    # The signing secret must be readable to sign with: stored sealed with the platform key (secretbox),
+    # read back in clear. It is never logged or returned after creation and rotation.
+    # Deferred: loaded (and opened) only when signing or rotating, not with every listed webhook.
+    secret: Mapped[str] = mapped_column(Sealed(255), deferred=True)
+    previous_secret: Mapped[str | None] = mapped_column(Sealed(255), deferred=True)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

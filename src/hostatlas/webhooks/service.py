@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,8 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from hostatlas.clock import isoformat_z
-from hostatlas.errors import InvalidInput, NotFound
+from hostatlas.errors import FieldProblem, InvalidInput, NotFound
 from hostatlas.events import service as events
+from hostatlas.outbound import Resolver, destination_problem, system_resolver
 from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
 from hostatlas.webhooks.signing import new_secret
 
@@ -25,22 +27,57 @@ def new_delivery_id() -> str:
     return "del_" + secrets.token_hex(12)
 
 
+@dataclass(frozen=True)
+class Destinations:
+    """Where webhooks may send: no internal address (SSRF), unless the install allows private ones.
+
+    Checked when a URL is saved; ``outbound`` checks again at every request, as DNS may answer otherwise.
+    """
+
+    allow_private: bool
+    resolver: Resolver = system_resolver
+
+    def problem(self, url: str) -> FieldProblem | None:
+        found = destination_problem(url, allow_private=self.allow_private, resolver=self.resolver)
+        return FieldProblem("url", "invalid_destination", found) if found else None
+
+
+def _events_problem(names: Sequence[str]) -> FieldProblem | None:
+    unknown = sorted(set(names) - set(events.WEBHOOK_EVENTS))
+    if unknown:
+        return FieldProblem("events", "unknown_event", f"Unknown event {unknown[0]!r}; known: "
+                            + ", ".join(events.WEBHOOK_EVENTS))
+    if not names:
+        return FieldProblem("events", "empty", "Subscribe to at least one event, or leave events out for all")
+    return None
+
+
 def check_events(names: Sequence[str] | None) -> list[str] | None:
     """The subscription as stored: None for every event, else the names, each one the platform emits."""
     if names is None:
         return None
-    unknown = sorted(set(names) - set(events.WEBHOOK_EVENTS))
-    if unknown:
-        raise InvalidInput.single("events", "unknown_event", f"Unknown event {unknown[0]!r}; known: "
-                                  + ", ".join(events.WEBHOOK_EVENTS))
-    if not names:
-        raise InvalidInput.single("events", "empty", "Subscribe to at least one event, or leave events out for all")
-    return sorted(set(names))
+    problem = _events_problem(names)
+    if problem:
+        raise InvalidInput([problem], problem.message)
+    return _stored(names)
+
+
+def _stored(names: Sequence[str] | None) -> list[str] | None:
+    return None if names is None else sorted(set(names))
+
+
+def _check(url: str | None, names: Sequence[str] | None, destinations: Destinations) -> None:
+    """Every problem of a webhook's URL and subscription at once."""
+    problems = [problem for problem in (None if url is None else destinations.problem(url),
+                                        None if names is None else _events_problem(names)) if problem]
+    if problems:
+        raise InvalidInput(problems)
 
 
 def create_webhook(session: Session, *, team_id: int, url: str, events_: Sequence[str] | None, description: str,
-                   now: datetime) -> Webhook:
-    webhook = Webhook(team_id=team_id, url=url, description=description, events=check_events(events_),
+                   now: datetime, destinations: Destinations) -> Webhook:
+    _check(url, events_, destinations)
+    webhook = Webhook(team_id=team_id, url=url, description=description, events=_stored(events_),
                       enabled=True, enabled_since=now, secret=new_secret(), created_at=now, updated_at=now)
     session.add(webhook)
     session.flush()
@@ -54,14 +91,16 @@ def get_webhook(session: Session, *, team_id: int, webhook_id: int) -> Webhook:
     return webhook
 
 
-def update_webhook(session: Session, webhook: Webhook, changes: dict[str, Any], now: datetime) -> Webhook:
+def update_webhook(session: Session, webhook: Webhook, changes: dict[str, Any], now: datetime,
+                   destinations: Destinations) -> Webhook:
     """Apply the fields given. Re-enabling delivers events from now on, not those missed meanwhile."""
+    _check(changes.get("url"), changes.get("events"), destinations)
     if "url" in changes:
         webhook.url = changes["url"]
     if "description" in changes:
         webhook.description = changes["description"]
     if "events" in changes:
-        webhook.events = check_events(changes["events"])
+        webhook.events = _stored(changes["events"])
     if "enabled" in changes and changes["enabled"] != webhook.enabled:
         if changes["enabled"]:
             webhook.enabled = True
