@@ -170,6 +170,6 @@ def test_agent_config_layers_and_etag(client: TestClient, story: Story) -> None:
     bad = client.put("/api/v1/agent-config", headers=bearer(story.admin_a),
                      json={"metrics_interval": 1, "log_paths": ["relative/path"], "features": {"teleport": True}})
     assert bad.status_code == 422
-    assert {f["field"] for f in bad.json()["error"]["fields"]} == {"metrics_interval", "log_paths[0]"}
+    assert {f["field"] for f in bad.json()["error"]["fields"]} == {"metrics_interval", "log_paths[0]", "features"}
     unknown_feature = client.put("/api/v1/agent-config", headers=bearer(story.admin_a), json={"features": {"x": True}})
     assert unknown_feature.status_code == 422 and unknown_feature.json()["error"]["fields"][0]["field"] == "features"

@@ -32,6 +32,13 @@ class Conflict(DomainError):
         super().__init__(message, code)
 
 
+class MalformedBody(DomainError):
+    """A body that cannot be read at all (not JSON): nothing in it can be judged field by field."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code)
+
+
 class InvalidInput(DomainError):
     """Input that is well-formed but breaks a rule; names the offending fields."""
 

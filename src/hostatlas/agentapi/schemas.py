@@ -3,17 +3,25 @@ wrong types, oversized lists and out-of-range values are refused with field erro
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from hostatlas.http.types import Timestamp, TimestampIn
+from hostatlas.http.types import DateIn, Id, NonNegativeInt, Storable, Timestamp, TimestampIn
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-LongText = Annotated[str, StringConstraints(max_length=1024)]
+
+def _text(max_length: int, *, strip: bool = True, min_length: int = 0) -> StringConstraints:
+    return StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length)
+
+
+# Lengths are those of the columns the values are stored in.
+Line = Annotated[str, _text(255), Storable]
+Name = Annotated[str, _text(255, min_length=1), Storable]
+LongText = Annotated[str, _text(1024, strip=False), Storable]
+Version = Annotated[str, _text(64), Storable]
+BootId = Annotated[str, _text(128), Storable]
+Port = Annotated[NonNegativeInt, Field(le=65535)]
 
 
 class AgentModel(BaseModel):
@@ -27,67 +35,59 @@ class RegisterRequest(AgentModel):
         "agent_version": "1.4.2",
     }]})
 
-    machine_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    machine_id: Annotated[str, _text(128, min_length=1), Storable]
     hostname: Name
-    ip_address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=45)] | None = None
-    os: Text | None = None
-    kernel: Text | None = None
-    cpu_cores: int | None = Field(None, ge=0, le=100_000)
-    ram_total_mb: int | None = Field(None, ge=0, le=1 << 40)
-    agent_version: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    ip_address: Annotated[str, _text(45), Storable] | None = None
+    os: Line | None = None
+    kernel: Line | None = None
+    cpu_cores: NonNegativeInt | None = Field(None, le=100_000)
+    ram_total_mb: NonNegativeInt | None = Field(None, le=1 << 40)
+    agent_version: Version | None = None
 
 
 class RegisterResponse(BaseModel):
-    server_id: int
+    server_id: Id
     agent_token: str = Field(description="agt_...; shown once; every other agent call sends it as a Bearer token")
     created: bool = Field(description="False when this machine_id was already enrolled (its old token is revoked)")
 
 
 class CheckInRequest(AgentModel):
-    agent_version: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
-    uptime_s: int | None = Field(None, ge=0, le=1 << 40)
-    boot_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] | None = None
+    agent_version: Version | None = None
+    uptime_s: NonNegativeInt | None = Field(None, le=1 << 40)
+    boot_id: BootId | None = None
 
 
 class CheckInResponse(BaseModel):
     status: str = "ok"
-    server_id: int
+    server_id: Id
     received_at: Timestamp
 
 
 class ServiceItem(AgentModel):
     name: Name
-    version: Annotated[str, StringConstraints(max_length=128)] | None = None
-    status: Annotated[str, StringConstraints(max_length=32)] | None = None
-    unit: Text | None = None
-    pid: int | None = Field(None, ge=0, le=1 << 31)
-    ports: list[Annotated[int, Field(ge=0, le=65535)]] = Field(default_factory=list, max_length=256)
+    version: Annotated[str, _text(128, strip=False), Storable] | None = None
+    status: Annotated[str, _text(32, strip=False), Storable] | None = None
+    unit: Line | None = None
+    pid: NonNegativeInt | None = Field(None, le=2**31 - 1, description="Stored in a 32-bit column")
+    ports: list[Port] = Field(default_factory=list, max_length=256)
     log_paths: list[LongText] = Field(default_factory=list, max_length=64)
 
 
 class DomainItem(AgentModel):
     name: Name
-    source: Text | None = None
-    ssl_expiry: date | None = None
-
-    @field_validator("ssl_expiry", mode="before")
-    @classmethod
-    def _date_of_datetime(cls, value: object) -> object:
-        # Agents may send a full timestamp; the expiry day is what is kept.
-        if isinstance(value, str) and "T" in value:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
-        return value
+    source: Line | None = None
+    ssl_expiry: DateIn | None = Field(None, description="A date; a full timestamp is taken as its day")
 
 
 class ContainerItem(AgentModel):
-    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    id: Annotated[str, _text(128, min_length=1), Storable]
     name: Name
-    image: Annotated[str, StringConstraints(max_length=512)] | None = None
-    status: Annotated[str, StringConstraints(max_length=64)] | None = None
+    image: Annotated[str, _text(512, strip=False), Storable] | None = None
+    status: Annotated[str, _text(64, strip=False), Storable] | None = None
 
 
 class CertificateItem(AgentModel):
-    path: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    path: Annotated[str, _text(1024, strip=False, min_length=1), Storable]
     subject: LongText | None = None
     issuer: LongText | None = None
     domains: list[Name] = Field(default_factory=list, max_length=500)
@@ -131,7 +131,7 @@ class DiscoveryResponse(BaseModel):
         "services": {"added": [], "changed": ["nginx"], "removed": ["redis"]},
     }]})
 
-    summary: dict[str, int]
+    summary: dict[str, NonNegativeInt]
     services: KindChanges | None = None
     domains: KindChanges | None = None
     containers: KindChanges | None = None

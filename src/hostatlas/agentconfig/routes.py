@@ -10,6 +10,7 @@ from hostatlas.agentconfig import service
 from hostatlas.agentconfig.schemas import AgentSettings, ServerAgentConfig
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
+from hostatlas.http.types import IdPath
 from hostatlas.servers.service import get_server
 
 router = APIRouter(prefix="/api/v1", tags=["Agent config"])
@@ -37,9 +38,9 @@ def put_team_config(body: AgentSettings, principal: Writer, session: DbSession) 
     return _view(session, principal.team_id, None)
 
 
-@router.get("/servers/{server_id}/agent-config", response_model=ServerAgentConfig, responses=errors(404),
+@router.get("/servers/{server_id}/agent-config", response_model=ServerAgentConfig, responses=errors(404, 422),
             summary="A server's agent config")
-def get_server_config(server_id: int, principal: Reader, session: DbSession) -> ServerAgentConfig:
+def get_server_config(server_id: IdPath, principal: Reader, session: DbSession) -> ServerAgentConfig:
     get_server(session, team_id=principal.team_id, server_id=server_id)
     return _view(session, principal.team_id, server_id)
 
@@ -47,7 +48,8 @@ def get_server_config(server_id: int, principal: Reader, session: DbSession) -> 
 @router.put("/servers/{server_id}/agent-config", response_model=ServerAgentConfig,
             responses=errors(400, 404, 415, 422), summary="Set a server's agent overrides",
             description="Replaces the server's overrides; unset fields inherit the team's defaults.")
-def put_server_config(server_id: int, body: AgentSettings, principal: Writer, session: DbSession) -> ServerAgentConfig:
+def put_server_config(server_id: IdPath, body: AgentSettings, principal: Writer,
+                      session: DbSession) -> ServerAgentConfig:
     get_server(session, team_id=principal.team_id, server_id=server_id)
     service.replace(session, principal.team_id, server_id, body)
     return _view(session, principal.team_id, server_id)

@@ -2,10 +2,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
-LogPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024, pattern=r"^/")]
+from hostatlas.http.types import Flag, NonNegativeInt, Storable
+
+LogPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024, pattern=r"^/"),
+                    Storable]
 FEATURES = ("logs", "discovery", "containers", "certificates", "crash_reports")
+
+
+def _known_features(flags: dict[str, bool]) -> dict[str, bool]:
+    unknown = sorted(set(flags) - set(FEATURES))
+    if unknown:
+        raise PydanticCustomError("unknown_feature", "Unknown features: {unknown}; known: {known}",
+                                  {"unknown": ", ".join(map(repr, unknown)), "known": ", ".join(FEATURES)})
+    return flags
+
+
+Features = Annotated[dict[str, Flag], AfterValidator(_known_features)]
 
 
 class AgentSettings(BaseModel):
@@ -15,10 +30,10 @@ class AgentSettings(BaseModel):
         {"metrics_interval": 15, "log_paths": ["/var/log/nginx/error.log"], "features": {"containers": False}}
     ]})
 
-    metrics_interval: int | None = Field(None, ge=5, le=3600, description="Seconds between metric batches")
-    checkin_interval: int | None = Field(None, ge=10, le=3600, description="Seconds between check-ins")
+    metrics_interval: NonNegativeInt | None = Field(None, ge=5, le=3600, description="Seconds between metric batches")
+    checkin_interval: NonNegativeInt | None = Field(None, ge=10, le=3600, description="Seconds between check-ins")
     log_paths: list[LogPath] | None = Field(None, max_length=200, description="Absolute paths or globs to tail")
-    features: dict[str, bool] | None = Field(None, description=f"Feature flags: {', '.join(FEATURES)}")
+    features: Features | None = Field(None, description=f"Feature flags: {', '.join(FEATURES)}")
 
     def set_values(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -28,8 +43,8 @@ class EffectiveConfig(BaseModel):
     """What an agent runs with: defaults, then the team's values, then the server's."""
 
     version: str = Field(description="Changes whenever the config does; also the ETag")
-    metrics_interval: int
-    checkin_interval: int
+    metrics_interval: NonNegativeInt
+    checkin_interval: NonNegativeInt
     log_paths: list[str]
     features: dict[str, bool]
 

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from hostatlas.agentconfig.models import AgentConfigOverride
 from hostatlas.agentconfig.schemas import FEATURES, AgentSettings, EffectiveConfig
-from hostatlas.errors import FieldProblem, InvalidInput
 
 BUILT_IN: dict[str, Any] = {
     "metrics_interval": 15,
@@ -54,9 +53,7 @@ def effective(session: Session, team_id: int, server_id: int | None) -> Effectiv
 
 
 def replace(session: Session, team_id: int, server_id: int | None, settings: AgentSettings) -> None:
-    unknown = sorted(set(settings.features or {}) - set(FEATURES))
-    if unknown:
-        raise InvalidInput([FieldProblem("features", "unknown_feature", f"Unknown features: {', '.join(unknown)}")])
+    """Store a team's or a server's settings; AgentSettings has checked them (features known, bounds)."""
     row = _override(session, team_id, server_id)
     if row is None:
         row = AgentConfigOverride(team_id=team_id, server_id=server_id)

@@ -6,9 +6,9 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Security
+from pydantic import StringConstraints
 from sqlalchemy import select
 
-from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys import service
 from hostatlas.apikeys.models import ApiKey, KeyStatus
 from hostatlas.apikeys.schemas import (
@@ -20,10 +20,10 @@ from hostatlas.apikeys.schemas import (
     ApiKeyUpdate,
 )
 from hostatlas.clock import utcnow
-from hostatlas.errors import PermissionDenied
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
+from hostatlas.http.types import IdPath, Storable
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["API keys"])
 
@@ -35,7 +35,8 @@ Writer = Annotated[Principal, Security(authenticated, scopes=["api_keys:write"])
             summary="List API keys", description="The team's keys, newest first, with status and last use.")
 def list_keys(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
               status: KeyStatus | None = Query(None, description="active, expired or revoked"),
-              q: str | None = Query(None, max_length=200, description="Name contains")) -> Page[ApiKeyOut]:
+              q: Annotated[str, StringConstraints(max_length=200), Storable] | None = Query(
+                  None, description="Name contains")) -> Page[ApiKeyOut]:
     now = utcnow()
     stmt = select(ApiKey).where(ApiKey.team_id == principal.team_id)
     if status is not None:
@@ -51,31 +52,28 @@ def list_keys(principal: Reader, session: DbSession, params: ListParams = Depend
              summary="Create an API key",
              description="Returns the raw key once. A key can only grant scopes its creator holds.")
 def create_key(body: ApiKeyCreate, principal: Writer, session: DbSession) -> ApiKeyCreated:
-    for scope in body.scopes:
-        if scope in scope_rules.KNOWN_SCOPES and not principal.can(scope):
-            raise PermissionDenied("scope_not_held", f"A key cannot grant '{scope}', which it does not hold")
     now = utcnow()
     issued = service.create_key(session, team_id=principal.team_id, name=body.name, scopes=body.scopes,
-                                expires_at=body.expires_at, now=now)
+                                expires_at=body.expires_at, now=now, granted_by=principal.scopes)
     return ApiKeyCreated(**ApiKeyOut.of(issued.record, now).model_dump(), key=issued.raw)
 
 
-@router.get("/{key_id}", response_model=ApiKeyOut, responses=errors(404), summary="Get an API key")
-def get_key(key_id: int, principal: Reader, session: DbSession) -> ApiKeyOut:
+@router.get("/{key_id}", response_model=ApiKeyOut, responses=errors(404, 422), summary="Get an API key")
+def get_key(key_id: IdPath, principal: Reader, session: DbSession) -> ApiKeyOut:
     return ApiKeyOut.of(service.get_key(session, team_id=principal.team_id, key_id=key_id), utcnow())
 
 
 @router.patch("/{key_id}", response_model=ApiKeyOut, responses=errors(400, 404, 415, 422),
               summary="Rename an API key")
-def update_key(key_id: int, body: ApiKeyUpdate, principal: Writer, session: DbSession) -> ApiKeyOut:
+def update_key(key_id: IdPath, body: ApiKeyUpdate, principal: Writer, session: DbSession) -> ApiKeyOut:
     key = service.get_key(session, team_id=principal.team_id, key_id=key_id)
     key.name = body.name
     return ApiKeyOut.of(key, utcnow())
 
 
-@router.delete("/{key_id}", response_model=ApiKeyOut, responses=errors(404), summary="Revoke an API key",
+@router.delete("/{key_id}", response_model=ApiKeyOut, responses=errors(404, 422), summary="Revoke an API key",
                description="The key stops working at once; its record stays, with revoked_at.")
-def revoke_key(key_id: int, principal: Writer, session: DbSession) -> ApiKeyOut:
+def revoke_key(key_id: IdPath, principal: Writer, session: DbSession) -> ApiKeyOut:
     now = utcnow()
     return ApiKeyOut.of(service.revoke_key(session, team_id=principal.team_id, key_id=key_id, now=now), now)
 
@@ -83,14 +81,15 @@ def revoke_key(key_id: int, principal: Writer, session: DbSession) -> ApiKeyOut:
 @router.post("/{key_id}/rotate", status_code=201, response_model=ApiKeyRotated,
              responses=errors(400, 404, 409, 415, 422), summary="Rotate an API key",
              description="Issues a successor with the same name, scopes and expiry. The old key keeps "
-                         "working for grace_seconds (default 24 h), then stops: zero-downtime rotation.")
-def rotate_key(key_id: int, principal: Writer, session: DbSession, request: Request,
+                         "working for grace_seconds (default 24 h), then stops: zero-downtime rotation. "
+                         "Like creating, rotating needs every scope of the rotated key.")
+def rotate_key(key_id: IdPath, principal: Writer, session: DbSession, request: Request,
                body: ApiKeyRotate | None = None) -> ApiKeyRotated:
     now = utcnow()
     grace_seconds = body.grace_seconds if body and body.grace_seconds is not None else (
         request.app.state.settings.default_rotation_grace)
     issued = service.rotate_key(session, team_id=principal.team_id, key_id=key_id,
-                                grace=timedelta(seconds=grace_seconds), now=now)
+                                grace=timedelta(seconds=grace_seconds), now=now, granted_by=principal.scopes)
     previous = service.get_key(session, team_id=principal.team_id, key_id=key_id)
     return ApiKeyRotated(**ApiKeyOut.of(issued.record, now).model_dump(), key=issued.raw,
                          previous=ApiKeyOut.of(previous, now))

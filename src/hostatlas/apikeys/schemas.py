@@ -9,9 +9,10 @@ from pydantic_core import PydanticCustomError
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys.models import ApiKey, KeyStatus
 from hostatlas.clock import utcnow
-from hostatlas.http.types import Timestamp, TimestampIn
+from hostatlas.http.types import Id, NonNegativeInt, Storable, Timestamp, TimestampIn
 
-KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable]
+Scope = Annotated[str, StringConstraints(max_length=64), Storable]
 
 
 class ApiKeyCreate(BaseModel):
@@ -20,7 +21,7 @@ class ApiKeyCreate(BaseModel):
     ]})
 
     name: KeyName
-    scopes: list[str] = Field(min_length=1, max_length=50, description="e.g. servers:read, incidents:write, *")
+    scopes: list[Scope] = Field(min_length=1, max_length=50, description="e.g. servers:read, incidents:write, *")
     expires_at: TimestampIn | None = Field(None, description="When the key stops working; null: never")
 
     @field_validator("scopes")
@@ -48,8 +49,8 @@ class ApiKeyUpdate(BaseModel):
 class ApiKeyRotate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: int | None = Field(
-        None, ge=0, le=30 * 86_400,
+    grace_seconds: NonNegativeInt | None = Field(
+        None, le=30 * 86_400,
         description="How long the old key keeps working (default 24 h). 0 retires it at once.",
     )
 
@@ -62,7 +63,7 @@ class ApiKeyOut(BaseModel):
         "revoked_at": None, "rotated_at": None, "rotated_from_id": None,
     }]})
 
-    id: int
+    id: Id
     name: str
     status: KeyStatus
     masked_key: str = Field(description="Prefix and last four characters, e.g. sk_live_••••3f7a")
@@ -73,7 +74,7 @@ class ApiKeyOut(BaseModel):
     last_used_ip: str | None
     revoked_at: Timestamp | None
     rotated_at: Timestamp | None = Field(description="When a successor was issued by rotation")
-    rotated_from_id: int | None = Field(description="The key this one replaced by rotation")
+    rotated_from_id: Id | None = Field(description="The key this one replaced by rotation")
 
     @classmethod
     def of(cls, key: ApiKey, now: datetime) -> ApiKeyOut:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Security
+from pydantic import StringConstraints
 from sqlalchemy import select
 
 from hostatlas.events.models import Event
@@ -12,20 +13,22 @@ from hostatlas.events.schemas import EventOut
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
-from hostatlas.http.types import TimestampIn
+from hostatlas.http.types import CountQuery, IdQuery, Storable, TimestampIn
 
 router = APIRouter(prefix="/api/v1/events", tags=["Events"])
 
 Reader = Annotated[Principal, Security(authenticated, scopes=["servers:read"])]
+EventType = Annotated[str, StringConstraints(max_length=64), Storable]
 
 
 @router.get("", response_model=Page[EventOut], responses=errors(422), summary="List events",
             description="Newest first by default. To catch up after downtime, page with `sort=id` from the "
                         "last id you processed (`after_id`), following `next_cursor`.")
 def list_events(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                type: list[str] | None = Query(None, description="Event type(s), e.g. server.offline"),
-                server_id: int | None = Query(None),
-                after_id: int | None = Query(None, ge=0, description="Only events with a larger id"),
+                type: list[EventType] | None = Query(None, max_length=50,
+                                                     description="Event type(s), e.g. server.offline"),
+                server_id: IdQuery | None = Query(None),
+                after_id: CountQuery | None = Query(None, description="Only events with a larger id"),
                 since: TimestampIn | None = Query(None, description="Created at or after (ISO-8601)"),
                 until: TimestampIn | None = Query(None, description="Created before (ISO-8601)")) -> Page[EventOut]:
     stmt = select(Event).where(Event.team_id == principal.team_id)

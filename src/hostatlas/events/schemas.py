@@ -5,7 +5,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from hostatlas.events.models import Event
-from hostatlas.http.types import Timestamp
+from hostatlas.http.types import Id, Timestamp
 
 
 class EventOut(BaseModel):
@@ -17,11 +17,11 @@ class EventOut(BaseModel):
                  "previous_status": "online", "offline_since": "2026-03-21T14:37:22Z"},
     }]})
 
-    id: int
+    id: Id
     type: str
     resource_type: str
-    resource_id: int | None
-    server_id: int | None
+    resource_id: Id | None
+    server_id: Id | None
     created_at: Timestamp
     data: dict[str, Any]
 

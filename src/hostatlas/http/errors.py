@@ -21,6 +21,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.InvalidInput: 422,
+    errors.MalformedBody: 400,
     errors.PlanLimitReached: 403,
     errors.Unauthenticated: 401,
     errors.PermissionDenied: 403,

@@ -1,7 +1,8 @@
 """Keyset pagination with ``?per_page``, an opaque ``?cursor`` and ``?sort=field|-field``.
 
 The cursor holds the sort field and the last row's (value, id), so a page never skips or repeats rows
-when rows are added meanwhile, and deep pages cost as little as the first.
+when rows are added meanwhile, and deep pages cost as little as the first. A cursor is client input like
+any other: its value is validated against the sort column's type and bounds before it reaches a query.
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict, StringConstraints, TypeAdapter
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.types import TypeDecorator
 
 from hostatlas.errors import InvalidInput
+from hostatlas.http.types import Id, Int64, NonNegativeInt, Storable, TimestampIn
 
 T = TypeVar("T")
 Row = TypeVar("Row")
 
 
 class PageMeta(BaseModel):
-    total: int = Field(description="Rows matching the filters, across all pages")
-    per_page: int
+    total: NonNegativeInt = Field(description="Rows matching the filters, across all pages")
+    per_page: NonNegativeInt
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
 
 
@@ -45,8 +48,10 @@ class ListParams:
 
 def list_params(
     per_page: int = Query(25, ge=1, le=100, description="Rows per page (1-100)"),
-    cursor: str | None = Query(None, description="Opaque cursor from meta.next_cursor"),
-    sort: str | None = Query(None, description="Sort field; prefix with - for descending"),
+    cursor: Annotated[str, StringConstraints(max_length=4096), Storable] | None = Query(
+        None, description="Opaque cursor from meta.next_cursor"),
+    sort: Annotated[str, StringConstraints(max_length=64), Storable] | None = Query(
+        None, description="Sort field; prefix with - for descending"),
 ) -> ListParams:
     return ListParams(per_page, cursor, sort)
 
@@ -65,18 +70,35 @@ def _encode(sort: str, value: Any, row_id: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([sort, value, row_id])).decode().rstrip("=")
 
 
-def _decode(cursor: str, sort: str) -> tuple[Any, int]:
+# What a cursor may hold for a sort column of each Python type: what its store can compare against.
+_CURSOR_VALUES: dict[type, TypeAdapter[Any]] = {
+    int: TypeAdapter(Int64),
+    str: TypeAdapter(Annotated[str, Strict(), Storable]),
+    datetime: TypeAdapter(TimestampIn),
+}
+_CURSOR_ID: TypeAdapter[int] = TypeAdapter(Id)
+
+
+def _decode(cursor: str, sort: str, column: InstrumentedAttribute[Any]) -> tuple[Any, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         cursor_sort, value, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        if isinstance(value, dict):
-            value = datetime.fromisoformat(value["dt"])
-        if cursor_sort != sort or not isinstance(row_id, int):
+        if cursor_sort != sort:
             raise ValueError("cursor made for another sort")
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError) as exc:
+        return _cursor_value(value, column), _CURSOR_ID.validate_python(row_id)
+    except (ValueError, TypeError, binascii.Error) as exc:  # pydantic's and orjson's errors are ValueErrors
         raise InvalidInput.single("cursor", "invalid_cursor",
                                   "The cursor is not valid for this list and sort") from exc
-    return value, row_id
+
+
+def _cursor_value(value: Any, column: InstrumentedAttribute[Any]) -> Any:
+    sql_type = column.type
+    python_type = (sql_type.impl_instance if isinstance(sql_type, TypeDecorator) else sql_type).python_type
+    if python_type is datetime:
+        if not isinstance(value, dict) or list(value) != ["dt"]:
+            raise ValueError("not an encoded moment")
+        value = value["dt"]
+    return _CURSOR_VALUES[python_type].validate_python(value)
 
 
 def paginate(session: Session, stmt: Select[Row], *, id_column: InstrumentedAttribute[int],
@@ -94,7 +116,7 @@ def paginate(session: Session, stmt: Select[Row], *, id_column: InstrumentedAttr
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     page_stmt = stmt
     if params.cursor:
-        value, last_id = _decode(params.cursor, sort)
+        value, last_id = _decode(params.cursor, sort, column)
         if column is id_column:
             page_stmt = page_stmt.where(id_column < last_id if descending else id_column > last_id)
         else:

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Security
+from pydantic import StringConstraints
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from hostatlas.clock import utcnow
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
+from hostatlas.http.types import IdPath, IdQuery, Storable
 from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, InventoryRow, Service
 from hostatlas.inventory.schemas import (
     CertificateOut,
@@ -32,7 +34,10 @@ router = APIRouter(prefix="/api/v1", tags=["Inventory"])
 Reader = Annotated[Principal, Security(authenticated, scopes=["servers:read"])]
 Row = TypeVar("Row", bound=InventoryRow)
 Out = TypeVar("Out")
-SERVER_FILTER = Query(None, description="Only this server's")
+ServerFilter = Annotated[IdQuery | None, Query(description="Only this server's")]
+# Compared with stored text, so bounded by the column (a longer one could never match) and storable.
+Filter = Annotated[str, StringConstraints(max_length=255), Storable]
+ImageFilter = Annotated[str, StringConstraints(max_length=512), Storable]
 EXPIRING = Query(None, ge=0, le=3650, description="Expiring within this many days (expired ones included)")
 
 
@@ -61,9 +66,8 @@ def _days_until(moment: date | datetime | None, today: date) -> int | None:
 
 @router.get("/services", response_model=Page[ServiceOut], responses=errors(422), summary="List services")
 def list_services(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                  server_id: int | None = SERVER_FILTER, name: str | None = Query(None, max_length=255),
-                  status: str | None = Query(None, max_length=32, description="e.g. running, stopped")
-                  ) -> Page[ServiceOut]:
+                  server_id: ServerFilter = None, name: Filter | None = Query(None),
+                  status: Filter | None = Query(None, description="e.g. running, stopped")) -> Page[ServiceOut]:
     stmt = select(Service)
     if name:
         stmt = stmt.where(Service.name == name)
@@ -76,7 +80,7 @@ def list_services(principal: Reader, session: DbSession, params: ListParams = De
 
 @router.get("/domains", response_model=Page[DomainOut], responses=errors(422), summary="List domains")
 def list_domains(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                 server_id: int | None = SERVER_FILTER, name: str | None = Query(None, max_length=255),
+                 server_id: ServerFilter = None, name: Filter | None = Query(None),
                  expiring_within_days: int | None = EXPIRING) -> Page[DomainOut]:
     today = utcnow().date()
     stmt = select(Domain)
@@ -91,8 +95,8 @@ def list_domains(principal: Reader, session: DbSession, params: ListParams = Dep
 
 @router.get("/containers", response_model=Page[ContainerOut], responses=errors(422), summary="List containers")
 def list_containers(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                    server_id: int | None = SERVER_FILTER, status: str | None = Query(None, max_length=64),
-                    image: str | None = Query(None, max_length=512)) -> Page[ContainerOut]:
+                    server_id: ServerFilter = None, status: Filter | None = Query(None),
+                    image: ImageFilter | None = Query(None)) -> Page[ContainerOut]:
     stmt = select(Container)
     if status:
         stmt = stmt.where(Container.status == status)
@@ -104,8 +108,8 @@ def list_containers(principal: Reader, session: DbSession, params: ListParams = 
 
 @router.get("/certificates", response_model=Page[CertificateOut], responses=errors(422), summary="List certificates")
 def list_certificates(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                      server_id: int | None = SERVER_FILTER,
-                      q: str | None = Query(None, max_length=255, description="Path or subject contains"),
+                      server_id: ServerFilter = None,
+                      q: Filter | None = Query(None, description="Path or subject contains"),
                       expiring_within_days: int | None = EXPIRING) -> Page[CertificateOut]:
     now = utcnow()
     stmt = select(Certificate)
@@ -123,7 +127,7 @@ def list_certificates(principal: Reader, session: DbSession, params: ListParams 
 @router.get("/servers/{server_id}/changes", response_model=Page[ChangeOut], responses=errors(404, 422),
             summary="A server's discovery history", description="Newest first: what each snapshot added, changed "
                                                                 "and removed, with the values before and after.")
-def list_changes(server_id: int, principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
+def list_changes(server_id: IdPath, principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
                  kind: Literal["service", "domain", "container", "certificate"] | None = Query(None),
                  action: Literal["added", "changed", "removed"] | None = Query(None)) -> Page[ChangeOut]:
     get_server(session, team_id=principal.team_id, server_id=server_id)

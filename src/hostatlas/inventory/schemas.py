@@ -5,16 +5,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hostatlas.http.types import Timestamp
+from hostatlas.http.types import Id, Int64, NonNegativeInt, Timestamp
 
 
 class ServerRef(BaseModel):
-    id: int
+    id: Id
     hostname: str
 
 
 class InventoryItem(BaseModel):
-    id: int
+    id: Id
     server: ServerRef
     first_seen_at: Timestamp
     updated_at: Timestamp
@@ -25,8 +25,8 @@ class ServiceOut(InventoryItem):
     version: str | None
     status: str | None
     unit: str | None
-    pid: int | None
-    ports: list[int]
+    pid: NonNegativeInt | None
+    ports: list[NonNegativeInt]
     log_paths: list[str]
 
 
@@ -34,7 +34,7 @@ class DomainOut(InventoryItem):
     name: str
     source: str | None
     ssl_expiry: date | None
-    days_until_expiry: int | None
+    days_until_expiry: Int64 | None
 
 
 class ContainerOut(InventoryItem):
@@ -50,11 +50,11 @@ class CertificateOut(InventoryItem):
     issuer: str | None
     domains: list[str]
     not_after: Timestamp | None
-    days_until_expiry: int | None
+    days_until_expiry: Int64 | None
 
 
 class ChangeOut(BaseModel):
-    id: int
+    id: Id
     kind: str
     action: str
     key: str

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Security
+from pydantic import StringConstraints
 
 from hostatlas.clock import utcnow
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, PageMeta, list_params, paginate
+from hostatlas.http.types import IdPath, Storable
 from hostatlas.servers import service
 from hostatlas.servers.models import Server, ServerStatus
 from hostatlas.servers.schemas import ServerDetail, ServerSummary, ServerUpdate
@@ -23,9 +25,10 @@ Writer = Annotated[Principal, Security(authenticated, scopes=["servers:write"])]
 @router.get("", response_model=Page[ServerSummary], responses=errors(422), summary="List servers")
 def list_servers(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
                  status: ServerStatus | None = Query(None, description="online or offline"),
-                 tag: str | None = Query(None, max_length=64, description="Servers carrying this tag"),
-                 q: str | None = Query(None, max_length=255, description="Hostname or display name contains")
-                 ) -> Page[ServerSummary]:
+                 tag: Annotated[str, StringConstraints(max_length=64), Storable] | None = Query(
+                     None, description="Servers carrying this tag"),
+                 q: Annotated[str, StringConstraints(max_length=255), Storable] | None = Query(
+                     None, description="Hostname or display name contains")) -> Page[ServerSummary]:
     stmt = service.listing(principal.team_id, status=status, tag=tag, q=q)
     page = paginate(session, stmt, id_column=Server.id, params=params, default_sort="id",
                     sortable={"hostname": Server.hostname, "last_seen_at": Server.last_seen_at,
@@ -34,24 +37,24 @@ def list_servers(principal: Reader, session: DbSession, params: ListParams = Dep
                 meta=PageMeta(total=page.total, per_page=page.per_page, next_cursor=page.next_cursor))
 
 
-@router.get("/{server_id}", response_model=ServerDetail, responses=errors(404), summary="Get a server",
+@router.get("/{server_id}", response_model=ServerDetail, responses=errors(404, 422), summary="Get a server",
             description="Host facts with everything discovered on it: services, domains, containers, certificates.")
-def get_server(server_id: int, principal: Reader, session: DbSession) -> ServerDetail:
+def get_server(server_id: IdPath, principal: Reader, session: DbSession) -> ServerDetail:
     server = service.get_server(session, team_id=principal.team_id, server_id=server_id)
     return service.detail(session, server)
 
 
 @router.patch("/{server_id}", response_model=ServerDetail, responses=errors(400, 404, 415, 422),
               summary="Rename or tag a server")
-def update_server(server_id: int, body: ServerUpdate, principal: Writer, session: DbSession) -> ServerDetail:
+def update_server(server_id: IdPath, body: ServerUpdate, principal: Writer, session: DbSession) -> ServerDetail:
     server = service.get_server(session, team_id=principal.team_id, server_id=server_id)
     service.update_server(session, server, display_name=body.display_name, tags=body.tags)
     return service.detail(session, server)
 
 
-@router.delete("/{server_id}", status_code=204, responses=errors(404), summary="Remove a server",
+@router.delete("/{server_id}", status_code=204, responses=errors(404, 422), summary="Remove a server",
                description="Deletes the server and what was discovered on it, and revokes its agent token.")
-def delete_server(server_id: int, request: Request, principal: Writer, session: DbSession) -> None:
+def delete_server(server_id: IdPath, request: Request, principal: Writer, session: DbSession) -> None:
     server = service.get_server(session, team_id=principal.team_id, server_id=server_id)
     service.delete_server(session, server, utcnow())
     request.app.state.agent_auth.forget_server(server_id)

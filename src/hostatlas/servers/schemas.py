@@ -5,11 +5,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from hostatlas.http.types import Timestamp
+from hostatlas.http.types import Id, Int64, NonNegativeInt, Storable, Timestamp
 from hostatlas.servers.models import ServerStatus
 
+# The pattern already keeps NUL out; Storable says so where a reader of the type looks.
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
-                                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")]
+                                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$"), Storable]
 
 
 class ServerSummary(BaseModel):
@@ -22,15 +23,15 @@ class ServerSummary(BaseModel):
         "created_at": "2026-01-10T08:00:00Z",
     }]})
 
-    id: int
+    id: Id
     hostname: str
     display_name: str | None
     ip_address: str | None
     os: str | None
     status: ServerStatus
     last_seen_at: Timestamp
-    services_count: int
-    domains_count: int
+    services_count: NonNegativeInt
+    domains_count: NonNegativeInt
     tags: list[str]
     agent_version: str | None
     created_at: Timestamp
@@ -41,8 +42,8 @@ class ServiceBrief(BaseModel):
     version: str | None
     status: str | None
     unit: str | None = None
-    pid: int | None = None
-    ports: list[int] = []
+    pid: NonNegativeInt | None = None
+    ports: list[NonNegativeInt] = []
 
 
 class DomainBrief(BaseModel):
@@ -78,19 +79,19 @@ class ServerDetail(BaseModel):
                     {"name": "api.example.com", "ssl_expiry": "2026-08-14"}],
     }]})
 
-    id: int
+    id: Id
     hostname: str
     display_name: str | None
     ip_address: str | None
     os: str | None
     kernel: str | None
-    cpu_cores: int | None
-    ram_total_mb: int | None
+    cpu_cores: Int64 | None
+    ram_total_mb: Int64 | None
     status: ServerStatus
     agent_version: str | None
     last_seen_at: Timestamp
     offline_since: Timestamp | None
-    uptime_s: int | None
+    uptime_s: Int64 | None
     tags: list[str]
     created_at: Timestamp
     services: list[ServiceBrief]
@@ -102,6 +103,6 @@ class ServerDetail(BaseModel):
 class ServerUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    display_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = Field(
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), Storable] | None = Field(
         None, description="Shown instead of the hostname; empty string clears it")
     tags: list[Tag] | None = Field(None, max_length=50, description="Replaces the server's tags")

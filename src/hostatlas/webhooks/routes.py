@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Path, Query, Request, Security
+from pydantic import StringConstraints
 from sqlalchemy import select
 
 from hostatlas.clock import utcnow
-from hostatlas.errors import InvalidInput
 from hostatlas.http.deps import DbSession, Principal, authenticated
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
-from hostatlas.outbound import destination_problem
+from hostatlas.http.types import Flag, IdPath, Storable
 from hostatlas.webhooks import service
 from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
 from hostatlas.webhooks.schemas import (
@@ -30,18 +30,16 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["Webhooks"])
 
 Reader = Annotated[Principal, Security(authenticated, scopes=["webhooks:read"])]
 Writer = Annotated[Principal, Security(authenticated, scopes=["webhooks:write"])]
+DeliveryId = Annotated[str, StringConstraints(max_length=32), Storable, Path(description="del_...")]
 
 
-def _check_destination(request: Request, url: str) -> None:
-    problem = destination_problem(url, allow_private=request.app.state.settings.webhook_allow_private,
-                                  resolver=request.app.state.resolver)
-    if problem:
-        raise InvalidInput.single("url", "invalid_destination", problem)
+def _destinations(request: Request) -> service.Destinations:
+    return service.Destinations(request.app.state.settings.webhook_allow_private, request.app.state.resolver)
 
 
 @router.get("", response_model=Page[WebhookOut], responses=errors(422), summary="List webhooks")
 def list_webhooks(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                  enabled: bool | None = Query(None)) -> Page[WebhookOut]:
+                  enabled: Flag | None = Query(None)) -> Page[WebhookOut]:
     stmt = select(Webhook).where(Webhook.team_id == principal.team_id)
     if enabled is not None:
         stmt = stmt.where(Webhook.enabled == enabled)
@@ -57,15 +55,14 @@ def list_webhooks(principal: Reader, session: DbSession, params: ListParams = De
                          "private, link-local or other internal addresses are refused (field error on `url`) "
                          "unless HOSTATLAS_WEBHOOK_ALLOW_PRIVATE=true.")
 def create_webhook(body: WebhookCreate, principal: Writer, session: DbSession, request: Request) -> WebhookWithSecret:
-    _check_destination(request, body.url)
     now = utcnow()
     webhook = service.create_webhook(session, team_id=principal.team_id, url=body.url, events_=body.events,
-                                     description=body.description, now=now)
+                                     description=body.description, now=now, destinations=_destinations(request))
     return WebhookWithSecret(**WebhookOut.of(webhook, now).model_dump(), secret=webhook.secret)
 
 
-@router.get("/{webhook_id}", response_model=WebhookOut, responses=errors(404), summary="Get a webhook")
-def get_webhook(webhook_id: int, principal: Reader, session: DbSession) -> WebhookOut:
+@router.get("/{webhook_id}", response_model=WebhookOut, responses=errors(404, 422), summary="Get a webhook")
+def get_webhook(webhook_id: IdPath, principal: Reader, session: DbSession) -> WebhookOut:
     return WebhookOut.of(service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id), utcnow())
 
 
@@ -74,22 +71,17 @@ def get_webhook(webhook_id: int, principal: Reader, session: DbSession) -> Webho
               description="`{\"enabled\": false}` stops new deliveries without deleting anything and parks "
                           "pending ones (`next_attempt_at: null`); re-enabled, the parked ones are due again and "
                           "the webhook receives events from then on.")
-def update_webhook(webhook_id: int, body: WebhookUpdate, principal: Writer, session: DbSession,
+def update_webhook(webhook_id: IdPath, body: WebhookUpdate, principal: Writer, session: DbSession,
                    request: Request) -> WebhookOut:
     webhook = service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
     changes = body.model_dump(exclude_unset=True)
-    for required in ("url", "enabled", "description"):
-        if required in changes and changes[required] is None:
-            raise InvalidInput.single(required, "null", f"{required} cannot be null")
-    if "url" in changes:
-        _check_destination(request, changes["url"])
     now = utcnow()
-    return WebhookOut.of(service.update_webhook(session, webhook, changes, now), now)
+    return WebhookOut.of(service.update_webhook(session, webhook, changes, now, _destinations(request)), now)
 
 
-@router.delete("/{webhook_id}", status_code=204, responses=errors(404), summary="Delete a webhook",
+@router.delete("/{webhook_id}", status_code=204, responses=errors(404, 422), summary="Delete a webhook",
                description="Its deliveries and their log go with it.")
-def delete_webhook(webhook_id: int, principal: Writer, session: DbSession) -> None:
+def delete_webhook(webhook_id: IdPath, principal: Writer, session: DbSession) -> None:
     service.delete_webhook(session, service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id))
 
 
@@ -97,7 +89,7 @@ def delete_webhook(webhook_id: int, principal: Writer, session: DbSession) -> No
              summary="Rotate the signing secret",
              description="Returns the new secret. The previous one keeps signing too (both signatures are sent) "
                          "for grace_seconds, so receivers can switch without missing a delivery.")
-def rotate_secret(webhook_id: int, principal: Writer, session: DbSession,
+def rotate_secret(webhook_id: IdPath, principal: Writer, session: DbSession,
                   body: WebhookRotate | None = None) -> WebhookWithSecret:
     webhook = service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
     now = utcnow()
@@ -105,19 +97,20 @@ def rotate_secret(webhook_id: int, principal: Writer, session: DbSession,
     return WebhookWithSecret(**WebhookOut.of(webhook, now).model_dump(), secret=webhook.secret)
 
 
-@router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut, responses=errors(404),
+@router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut, responses=errors(404, 422),
              summary="Send a test delivery",
              description="Queues a `webhook.test` delivery (even to a disabled webhook), signed, retried and "
                          "logged like any other; follow it at .../deliveries/{id}.")
-def send_test(webhook_id: int, principal: Writer, session: DbSession) -> DeliveryOut:
+def send_test(webhook_id: IdPath, principal: Writer, session: DbSession) -> DeliveryOut:
     webhook = service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
     return DeliveryOut.of(service.send_test(session, webhook, utcnow()))
 
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut], responses=errors(404, 422),
             summary="List a webhook's deliveries", description="Newest first.")
-def list_deliveries(webhook_id: int, principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
-                    status: DeliveryStatus | None = Query(None), event: str | None = Query(None, max_length=64),
+def list_deliveries(webhook_id: IdPath, principal: Reader, session: DbSession,
+                    params: ListParams = Depends(list_params), status: DeliveryStatus | None = Query(None),
+                    event: Annotated[str, StringConstraints(max_length=64), Storable] | None = Query(None),
                     ) -> Page[DeliveryOut]:
     service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
     stmt = select(WebhookDelivery).where(WebhookDelivery.team_id == principal.team_id,
@@ -131,21 +124,22 @@ def list_deliveries(webhook_id: int, principal: Reader, session: DbSession, para
     return page_of(page, DeliveryOut.of)
 
 
-@router.get("/{webhook_id}/deliveries/{delivery_id}", response_model=DeliveryDetail, responses=errors(404),
-            summary="A delivery with every attempt",
+@router.get("/{webhook_id}/deliveries/{delivery_id}", response_model=DeliveryDetail,
+            responses=errors(404, 422), summary="A delivery with every attempt",
             description="Each attempt: request headers, response status, the first 2,048 characters of the "
                         "response body, duration, and what went wrong (timeout, refused, TLS, ...).")
-def get_delivery(webhook_id: int, delivery_id: str, principal: Reader, session: DbSession) -> DeliveryDetail:
+def get_delivery(webhook_id: IdPath, delivery_id: DeliveryId, principal: Reader,
+                 session: DbSession) -> DeliveryDetail:
     delivery = service.get_delivery(session, team_id=principal.team_id, webhook_id=webhook_id,
                                     delivery_id=delivery_id)
     return DeliveryDetail.with_attempts(delivery, service.attempts_of(session, delivery))
 
 
 @router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut,
-             responses=errors(404), summary="Send a delivery again",
+             responses=errors(404, 422), summary="Send a delivery again",
              description="The same event and data as a new delivery, with a new delivery_id (so receivers that "
                          "dedupe do not skip it) and `redelivery_of` pointing at the original.")
-def redeliver(webhook_id: int, delivery_id: str, principal: Writer, session: DbSession) -> DeliveryOut:
+def redeliver(webhook_id: IdPath, delivery_id: DeliveryId, principal: Writer, session: DbSession) -> DeliveryOut:
     webhook = service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
     delivery = service.get_delivery(session, team_id=principal.team_id, webhook_id=webhook_id,
                                     delivery_id=delivery_id)

@@ -1,14 +1,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
-from hostatlas.http.types import Timestamp
+from hostatlas.errors import InvalidInput
+from hostatlas.http.types import Flag, Id, Int64, NonNegativeInt, Storable, Timestamp
+from hostatlas.webhooks import service
 from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
-from hostatlas.webhooks.service import MAX_GRACE
+
+Url = Annotated[str, StringConstraints(max_length=2048), Storable]
+EventName = Annotated[str, StringConstraints(max_length=64), Storable]
+Description = Annotated[str, StringConstraints(max_length=500), Storable]
+
+
+def _subscription(names: list[str]) -> list[str]:
+    # The service's rule, applied here as well so that its problem is listed with every other field's.
+    try:
+        service.check_events(names)
+    except InvalidInput as exc:
+        problem = exc.fields[0]
+        raise PydanticCustomError(problem.code, "{message}", {"message": problem.message}) from None
+    return names
+
+
+Subscription = Annotated[list[EventName], Field(max_length=64), AfterValidator(_subscription)]
 
 
 class WebhookCreate(BaseModel):
@@ -16,25 +35,34 @@ class WebhookCreate(BaseModel):
         "url": "https://hooks.example.com/hostatlas", "events": ["server.offline", "server.online"],
         "description": "On-call pager"}]})
 
-    url: str = Field(max_length=2048)
-    events: list[str] | None = Field(None, max_length=64, description="Event types; leave out for every event")
-    description: str = Field("", max_length=500)
+    url: Url
+    events: Subscription | None = Field(None, description="Event types; leave out for every event")
+    description: Description = ""
 
 
 class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
 
-    url: str | None = Field(None, max_length=2048)
-    events: list[str] | None = Field(None, max_length=64, description="null subscribes to every event")
-    description: str | None = Field(None, max_length=500)
-    enabled: bool | None = Field(None, description="false: receive nothing new; true: events from now on")
+    url: Url | None = None
+    events: Subscription | None = Field(None, description="null subscribes to every event")
+    description: Description | None = None
+    enabled: Flag | None = Field(None, description="false: receive nothing new; true: events from now on")
+
+    @field_validator("url", "description", "enabled")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Leaving a field out keeps it; only events may be set to null (every event).
+        if value is None:
+            raise PydanticCustomError("null", "This field cannot be null; leave it out to keep it")
+        return value
 
 
 class WebhookRotate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: int = Field(86_400, ge=0, le=int(MAX_GRACE.total_seconds()),
-                               description="How long the previous secret keeps signing too (default 24 h)")
+    # The bound goes inside the Annotated: a Field(le=...) beside it would lose to NonNegativeInt's own.
+    grace_seconds: Annotated[NonNegativeInt, Field(le=int(service.MAX_GRACE.total_seconds()))] = Field(
+        86_400, description="How long the previous secret keeps signing too (default 24 h)")
 
 
 class WebhookOut(BaseModel):
@@ -44,7 +72,7 @@ class WebhookOut(BaseModel):
         "previous_secret_expires_at": None, "created_at": "2026-03-21T14:00:00Z",
         "updated_at": "2026-03-21T14:00:00Z"}]})
 
-    id: int
+    id: Id
     url: str
     description: str
     events: list[str] | None = Field(description="null: every event")
@@ -69,10 +97,10 @@ class WebhookWithSecret(WebhookOut):
 
 class DeliveryOut(BaseModel):
     id: str = Field(description="The delivery_id of the body and the X-HostAtlas-Delivery header")
-    webhook_id: int
+    webhook_id: Id
     event: str
     status: str = Field(description="pending, succeeded or failed")
-    attempt_count: int
+    attempt_count: NonNegativeInt
     next_attempt_at: Timestamp | None
     created_at: Timestamp
     completed_at: Timestamp | None
@@ -87,12 +115,12 @@ class DeliveryOut(BaseModel):
 
 
 class AttemptOut(BaseModel):
-    number: int
+    number: NonNegativeInt
     started_at: Timestamp
-    duration_ms: int
+    duration_ms: Int64
     url: str
     request_headers: dict[str, Any]
-    response_status: int | None
+    response_status: Int64 | None
     response_body: str | None = Field(description="The first 2,048 characters")
     error: str | None = Field(description="null on a 2xx; http_status, timeout, connection_refused, tls, dns, "
                                           "blocked_address or connection_error")

@@ -14,15 +14,18 @@ down_revision = '0004'
 branch_labels = None
 depends_on = None
 
+# 64 bits on PostgreSQL; SQLite's INTEGER already is (and only INTEGER PRIMARY KEY is the rowid).
+BIGINT = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+
 
 def upgrade() -> None:
     op.create_table('quarantined_items',
-    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('id', BIGINT, nullable=False),
     sa.Column('pipeline', sa.String(length=64), nullable=False),
-    sa.Column('team_id', sa.Integer(), nullable=True),
+    sa.Column('team_id', BIGINT, nullable=True),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('failures', BIGINT, nullable=False),
     sa.Column('created_at', hostatlas.db.base.UTCDateTime(), nullable=False),
     sa.Column('last_failed_at', hostatlas.db.base.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantined_items'))
