@@ -64,7 +64,8 @@ def main() -> None:
                 session.flush()
                 team_id = team.id
             enabled, disabled = (service.create_webhook(session, team_id=team_id, url=f"https://203.0.113.1/{name}",
-                                                        events_=None, description="", now=now).id
+                                                        events_=None, description="", now=now,
+                                                        destinations=service.Destinations(allow_private=True)).id
                                  for name in ("enabled", "disabled"))
         _deliveries(db, team_id, disabled, args.backlog, now - timedelta(hours=1))  # older: claimed first
         _deliveries(db, team_id, enabled, args.due, now)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from clickhouse_driver import Client
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, delete, text
 
@@ -30,6 +31,9 @@ from tests.support import Story, make_story
 POSTGRES_URL = os.environ.get("HOSTATLAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HOSTATLAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# One platform key for the run: the `hostatlas serve` and `worker` processes tests start must open the webhook
+# secrets this process sealed (hostatlas.secretbox), and no key file lands in the working directory.
+os.environ.setdefault("HOSTATLAS_SECRET_KEY", Fernet.generate_key().decode())
 
 
 def require_service(name: str, reachable: bool, detail: str) -> None:
@@ -53,20 +57,29 @@ def _postgres_problem() -> str | None:
     return None
 
 
+@contextmanager
+def private_postgres_schema(prefix: str = "hostatlas_test") -> Iterator[str]:
+    """A schema of its own in the test database, dropped afterwards; yields a URL that uses it."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_schema_url() -> Iterator[str]:
     """A private schema in the test database, so parallel runs and leftovers never collide."""
     problem = _postgres_problem()
     require_service("PostgreSQL", problem is None, problem or "")
-    schema = f"hostatlas_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with private_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

@@ -28,6 +28,9 @@ from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from tests.receiver import Received, Reply, closed_port_url, receiver
 from tests.support import Story
 
+# The receivers listen on loopback; names the tests make up resolve there when a webhook is saved (what they
+# resolve to at delivery is each test's own resolver).
+LOOPBACK_ALLOWED = service.Destinations(allow_private=True, resolver=lambda host, port: ["127.0.0.1"])
 OFFLINE_DATA = {"server": {"id": 47, "hostname": "web-prod-01", "ip_address": "10.0.1.12", "status": "offline",
                            "last_seen_at": "2026-03-21T14:32:01Z"},
                 "previous_status": "online", "offline_since": "2026-03-21T14:37:22Z"}
@@ -51,7 +54,8 @@ def hook_settings(settings: Settings) -> Settings:
 
 def _webhook(db: Database, team_id: int, url: str, events_: list[str] | None = None, *, at: datetime) -> Webhook:
     with db.session(write=True) as session:
-        webhook = service.create_webhook(session, team_id=team_id, url=url, events_=events_, description="t", now=at)
+        webhook = service.create_webhook(session, team_id=team_id, url=url, events_=events_, description="t", now=at,
+                                         destinations=LOOPBACK_ALLOWED)
         session.expunge(webhook)
         return webhook
 
@@ -179,7 +183,8 @@ def test_only_subscribed_events_reach_a_webhook_and_never_another_teams(db: Data
         off = _webhook(db, story.team_a, disabled.url, None, at=clock())
         _webhook(db, story.team_b, team_b.url, None, at=clock())
         with db.session(write=True) as session:
-            service.update_webhook(session, session.get_one(Webhook, off.id), {"enabled": False}, clock())
+            service.update_webhook(session, session.get_one(Webhook, off.id), {"enabled": False}, clock(),
+                                   LOOPBACK_ALLOWED)
         _event(db, story.team_a, events.SERVER_ONLINE, clock())
         _event(db, story.team_a, events.SERVER_OFFLINE, clock())
         dispatcher = Dispatcher(db, hook_settings, clock=clock)
@@ -192,7 +197,8 @@ def test_only_subscribed_events_reach_a_webhook_and_never_another_teams(db: Data
         # Re-enabled: events from then on arrive, the ones it missed do not.
         clock.advance(5)
         with db.session(write=True) as session:
-            service.update_webhook(session, session.get_one(Webhook, off.id), {"enabled": True}, clock())
+            service.update_webhook(session, session.get_one(Webhook, off.id), {"enabled": True}, clock(),
+                                   LOOPBACK_ALLOWED)
         _event(db, story.team_a, events.SERVER_ONLINE, clock())
         assert _pass(dispatcher, clock) == 2
         [request] = disabled.wait_for(1)
@@ -251,7 +257,8 @@ def test_a_disabled_webhooks_backlog_is_parked_until_it_is_re_enabled(db: Databa
         assert [d.status for d in _deliveries(db, webhook.id) if d.id == test_id] == ["succeeded"]
 
         with db.session(write=True) as session:
-            service.update_webhook(session, session.get_one(Webhook, webhook.id), {"enabled": True}, clock())
+            service.update_webhook(session, session.get_one(Webhook, webhook.id), {"enabled": True}, clock(),
+                                   LOOPBACK_ALLOWED)
         assert all(d.next_attempt_at == clock() for d in _deliveries(db, webhook.id) if d.status == "pending")
         assert _pass(dispatcher, clock) == 1 and _pass(dispatcher, clock) == 1
         assert len(hook.wait_for(4)) == 4

@@ -68,7 +68,8 @@ def _statuses(db: Database) -> Counter[str]:
 def _setup(db: Database, team_id: int, url: str, events_count: int) -> None:
     now = utcnow()
     with db.session(write=True) as session:
-        service.create_webhook(session, team_id=team_id, url=url, events_=None, description="", now=now)
+        service.create_webhook(session, team_id=team_id, url=url, events_=None, description="", now=now,
+                               destinations=service.Destinations(allow_private=True))
     with db.session(write=True) as session:
         for number in range(events_count):
             events.record(session, team_id=team_id, type=events.SERVER_OFFLINE, resource_type="server",

@@ -11,15 +11,16 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline.core import _STATIC_PATH as SWAGGER_ASSETS
-from sqlalchemy import text
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from hostatlas import __version__, jobs
+from hostatlas import __version__, jobs, secretbox, tokens
 from hostatlas.agentapi.auth import AgentAuthenticator
 from hostatlas.agentapi.fastpath import AgentFastPath
 from hostatlas.agentapi.routes import router as agent_router
@@ -32,15 +33,20 @@ from hostatlas.http.compression import RequestDecompression
 from hostatlas.http.docs import with_raw_body_schemas
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
-from hostatlas.http.ratelimit import RateLimiter
+from hostatlas.http.ratelimit import KnownCheck, KnownKeys, RateLimiter
 from hostatlas.inventory.routes import router as inventory_router
 from hostatlas.logging import configure as configure_logging
+from hostatlas.observability import endpoints as observability
+from hostatlas.observability.readiness import Backlog, Sources
 from hostatlas.outbound import system_resolver
+from hostatlas.pipelines.health import PipelineHealth
+from hostatlas.pipelines.quarantine import describe
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings
 from hostatlas.telemetry.routes import router as telemetry_router
 from hostatlas.telemetry.runtime import Telemetry
+from hostatlas.webhooks.models import WebhookDelivery
 from hostatlas.webhooks.routes import router as webhooks_router
 from hostatlas.worker import Worker
 
@@ -65,14 +71,18 @@ a 429 adds `Retry-After`.
 def flush_buffers(app: FastAPI) -> None:
     """Write what requests buffered in memory (check-ins, API key last use); learn of revoked agent tokens."""
     state = app.state
-    steps = (("checkins", state.checkins.flush), ("key_usage", state.key_usage.flush),
-             ("agent_tokens", state.agent_auth.refresh))
+    steps = (("servers.checkins", state.checkins.flush), ("apikeys.usage", state.key_usage.flush),
+             ("agentapi.tokens", state.agent_auth.refresh))
     for name, step in steps:
-        # One failing step must not starve the others (revocations above all).
+        # One failing step must not starve the others (revocations above all). A step raises only when
+        # it could not do its work at all (the database is down); items it had to set aside are not that.
         try:
             step(state.db)
-        except Exception:
+        except Exception as exc:
+            state.health.failed(name, describe(exc))
             log.exception("flush_step_failed", step=name)
+        else:
+            state.health.succeeded(name)
 
 
 async def _flush_periodically(app: FastAPI) -> None:
@@ -92,7 +102,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception:
         # Serve anyway (readyz reports the database); the flusher's next refresh retries the load.
         log.exception("agent_tokens_not_loaded")
-    state.telemetry = await run_in_threadpool(Telemetry.start, state.settings)
+    state.telemetry = await run_in_threadpool(Telemetry.start, state.settings, state.db)
     # Everything built so far lives as long as the process: keep the collector from rescanning it, which
     # otherwise shows up as latency spikes under load.
     gc.collect()
@@ -124,6 +134,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
                run_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    secretbox.install(secretbox.load(settings))
     app = FastAPI(
         title="HostAtlas API", version=__version__, description=API_DESCRIPTION,
         openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None, lifespan=_lifespan,
@@ -133,9 +144,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.db = db or Database(settings.resolved_database_url)
     app.state.key_usage = KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution))
     app.state.checkins = CheckinBuffer()
+    app.state.health = PipelineHealth()  # every pipeline reports its passes here; /readyz and /metrics read it
     app.state.agent_auth = AgentAuthenticator(settings.agent_auth_cache_seconds)
+    app.state.known_keys = KnownKeys()  # API keys that authenticated here: they get budgets of their own
     app.state.resolver = system_resolver  # DNS for outbound requests (webhooks); tests replace it
-    app.state.worker = Worker(app.state.db, settings, jobs.ALL, jobs.loops(app.state.db, settings))
+    app.state.worker = Worker(app.state.db, settings, jobs.ALL,
+                              jobs.loops(app.state.db, settings, health=app.state.health), health=app.state.health)
     app.state.run_worker = run_worker
 
     install_error_handlers(app)
@@ -145,13 +159,42 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
         app.add_middleware(AgentFastPath)
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
-                       max_body_bytes=settings.max_body_bytes)
+                       known=_known_credentials(app), max_body_bytes=settings.max_body_bytes)
     for router in (servers_router, inventory_router, telemetry_router, agent_config_router, events_router,
                    agent_router, api_keys_router, webhooks_router):
         app.include_router(router)
     _add_operational_routes(app)
+    observability.install(app, _observed(app), settings)
     _document_raw_bodies(app)
     return app
+
+
+def _observed(app: FastAPI) -> Sources:
+    """What /readyz and /metrics read; the telemetry runtime exists once the lifespan has started it."""
+
+    def telemetry_backlog() -> Backlog:
+        return app.state.telemetry.backlog_status()
+
+    return Sources(db=app.state.db, health=app.state.health, telemetry_backlog=telemetry_backlog,
+                   queue_depths={"webhook_deliveries": _pending_deliveries})
+
+
+def _pending_deliveries(session: Session) -> int:
+    # Pending is exactly "not completed", which ix_webhook_deliveries_completed answers without a table scan.
+    return session.scalar(select(func.count()).where(WebhookDelivery.completed_at.is_(None))) or 0
+
+
+def _known_credentials(app: FastAPI) -> KnownCheck:
+    """Whether a bearer secret is known good here, so that its requests are charged to its own budget."""
+    agent_auth: AgentAuthenticator = app.state.agent_auth
+    known_keys: KnownKeys = app.state.known_keys
+
+    def known(bearer: tokens.Bearer) -> bool:
+        if bearer.prefix == tokens.AGENT_TOKEN_PREFIX:
+            return agent_auth.cached(bearer.hash) is not None
+        return bearer.hash in known_keys
+
+    return known
 
 
 def _document_raw_bodies(app: FastAPI) -> None:
@@ -183,14 +226,3 @@ def _add_operational_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["Operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
-
-    @app.get("/readyz", tags=["Operations"], summary="The database answers",
-             responses={503: {"description": "The database does not answer"}})
-    def readyz(request: Request) -> JSONResponse:
-        try:
-            with request.app.state.db.session(write=False) as session:
-                session.execute(text("SELECT 1"))
-        except Exception as exc:
-            log.warning("not_ready", error=type(exc).__name__)
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok"})

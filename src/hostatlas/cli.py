@@ -5,18 +5,23 @@ from __future__ import annotations
 import gc
 import os
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from sqlalchemy import select
 
+from hostatlas import secretbox
+from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys import service as api_keys
 from hostatlas.clock import isoformat_z, utcnow
 from hostatlas.db import migrate as migrations
 from hostatlas.db.engine import Database
 from hostatlas.errors import DomainError
 from hostatlas.logging import configure as configure_logging
-from hostatlas.settings import get_settings
+from hostatlas.pipelines import quarantine
+from hostatlas.pipelines.models import QuarantinedItem
+from hostatlas.settings import Settings, get_settings
 from hostatlas.teams import service as teams
 from hostatlas.teams.models import Plan
 
@@ -28,11 +33,16 @@ RUN_WORKER_ENV = "HOSTATLAS_SERVE_RUNS_WORKER"
 apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(team_app, name="team")
 app.add_typer(apikey_app, name="apikey")
+secrets_app = typer.Typer(help="The platform key that seals secrets at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+quarantine_app = typer.Typer(help="Inspect, replay or drop the items pipelines set aside.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 
 
 def _migrated_database() -> Database:
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    secretbox.install(secretbox.load(settings))  # migrations seal secrets too
     db = Database(settings.resolved_database_url)
     migrations.upgrade(db)
     return db
@@ -62,12 +72,20 @@ def serve(
     if workers > 1:
         # Every process runs its own worker thread: jobs claim their rows, so that is safe.
         uvicorn.run("hostatlas.cli:_app_for_workers", factory=True, host=host, port=port, workers=workers,
-                    log_level=settings.log_level.lower(), proxy_headers=True, access_log=access_log)
+                    log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
         return
     from hostatlas.app import create_app
 
     uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port,
-                log_level=settings.log_level.lower(), proxy_headers=True, access_log=access_log)
+                log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
+
+
+def _proxy_trust(settings: Settings) -> dict[str, Any]:
+    """X-Forwarded-For/-Proto are believed only from HOSTATLAS_TRUSTED_PROXIES. uvicorn alone would believe
+    127.0.0.1 (or $FORWARDED_ALLOW_IPS), so that anything on the host could pick its client address."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
 
 
 def _tune_gc_for_serving() -> None:
@@ -146,11 +164,109 @@ def apikey_create(
     try:
         with db.session(write=True) as session:
             owner = teams.get_team_by_slug(session, team)
+            # Whoever runs the command line on the platform's host may grant everything.
             issued = api_keys.create_key(session, team_id=owner.id, name=name, scopes=scope_list,
-                                         expires_at=_parse_expiry(expires), now=utcnow())
+                                         expires_at=_parse_expiry(expires), now=utcnow(),
+                                         granted_by=(scope_rules.ALL_SCOPES,))
             expiry = isoformat_z(issued.record.expires_at) if issued.record.expires_at else "never"
     except DomainError as error:
         raise _fail(error) from None
     typer.echo(f"API key {issued.record.id} for team {team}: scopes {', '.join(issued.record.scopes)}; "
                f"expires {expiry}. Store it now: it is shown only once.")
     typer.echo(issued.raw)
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Print a fresh platform key, to put first in HOSTATLAS_SECRET_KEY (or the key file) when rotating."""
+    typer.echo(secretbox.Keyring.new_key())
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Reseal every secret with the first platform key; afterwards the other keys can be dropped."""
+    from hostatlas.db.models import metadata
+
+    db = _migrated_database()
+    count = secretbox.reseal_all(db, metadata.sorted_tables)
+    typer.echo(f"{count} secrets resealed with the first key; the other keys are no longer needed")
+
+
+def _printable(text: str) -> str:
+    """A reason often quotes the bad input: escape control characters rather than let them reach the terminal."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's items")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many items, oldest first")] = 100,
+) -> None:
+    """List the items pipelines set aside, oldest first, with why."""
+    db = _migrated_database()
+    with db.session(write=False) as session:
+        items = quarantine.listing(session, pipeline=pipeline, limit=limit)
+        total = sum(summary.items for summary in quarantine.counts(session)
+                    if pipeline is None or summary.pipeline == pipeline)
+    if not items:
+        typer.echo("the quarantine is empty" if pipeline is None else f"no item of pipeline {pipeline}")
+        return
+    typer.echo("ID\tPIPELINE\tTEAM\tFAILURES\tSET ASIDE\tLAST FAILED\tBYTES\tREASON")
+    for item in items:
+        typer.echo(f"{item.id}\t{item.pipeline}\t{item.team_id or '-'}\t{item.failures}\t"
+                   f"{isoformat_z(item.created_at)}\t{isoformat_z(item.last_failed_at)}\t{len(item.payload)}\t"
+                   f"{_printable(item.reason)}")
+    if total > len(items):
+        typer.echo(f"({total - len(items)} more: raise --limit or filter with --pipeline)")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    item_id: Annotated[int | None, typer.Argument(help="The item to try again")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every item (of --pipeline, if given), oldest first")] = False,
+    pipeline: Annotated[str | None, typer.Option(help="With --all: only this pipeline's items")] = None,
+) -> None:
+    """Try items again through their pipeline, once the cause is fixed: removed if it works, kept if not."""
+    from hostatlas.jobs import replayers
+
+    if (item_id is None) == (not every) or (pipeline is not None and not every):
+        raise typer.BadParameter("give an item ID, or --all (and maybe --pipeline)")
+    db = _migrated_database()
+    ids = [item_id] if item_id is not None else _quarantined_ids(db, pipeline)
+    known = replayers(db, get_settings())
+    failed = 0
+    for one in ids:
+        try:
+            replayed = quarantine.replay(db, one, known, now=utcnow())
+        except DomainError as error:
+            raise _fail(error) from None
+        failed += not replayed
+        typer.echo(f"item {one} replayed" if replayed else f"item {one} failed again: {_reason(db, one)}")
+    if every:
+        typer.echo(f"{len(ids) - failed} replayed, {failed} still failing")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _reason(db: Database, item_id: int) -> str:
+    with db.session(write=False) as session:
+        return _printable(quarantine.get_item(session, item_id).reason)
+
+
+def _quarantined_ids(db: Database, pipeline: str | None) -> list[int]:
+    query = select(QuarantinedItem.id).order_by(QuarantinedItem.id)
+    if pipeline is not None:
+        query = query.where(QuarantinedItem.pipeline == pipeline)
+    with db.session(write=False) as session:
+        return list(session.scalars(query))
+
+
+@quarantine_app.command("drop")
+def quarantine_drop(item_id: Annotated[int, typer.Argument(help="The item to delete for good")]) -> None:
+    """Delete an item without replaying it: what it carried is lost."""
+    db = _migrated_database()
+    try:
+        quarantine.drop(db, item_id)
+    except DomainError as error:
+        raise _fail(error) from None
+    typer.echo(f"item {item_id} dropped")

@@ -5,11 +5,12 @@ Every duration is a setting so that tests can shrink it.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("hostatlas-data")
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = None
     redis_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: str = ""
+    # Fernet keys, comma-separated, the first sealing secrets at rest; unset: data_dir/secret.key (secretbox.py).
+    secret_key: SecretStr | None = None
 
     offline_after: float = 300.0
     worker_tick: float = 1.0
@@ -74,6 +79,11 @@ class Settings(BaseSettings):
     retention_1m: int = 31 * 86_400
     retention_1h: int = 400 * 86_400
     retention_logs: int = 14 * 86_400
+    # /readyz turns 503 once a pipeline has failed, or telemetry storage lagged, this many seconds.
+    ready_stuck_after: float = Field(default=60.0, gt=0)
+    # The Prometheus exposition (unauthenticated): off, or on another path.
+    metrics_enabled: bool = True
+    metrics_path: str = Field(default="/metrics", pattern=r"^/[A-Za-z0-9/_.-]*$")
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -81,6 +91,22 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @property
     def resolved_database_url(self) -> str:
