@@ -63,7 +63,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="HTTP worker processes (PostgreSQL only)")] = 1,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request")] = True,
 ) -> None:
-    """Migrate the database if needed, then serve the API, agent API, pings and dashboard."""
+    """Migrate the database if needed, then serve the API and the agent API (and the worker)."""
     db = _migrated_database()
     db.dispose()
     settings = get_settings()

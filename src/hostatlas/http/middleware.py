@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hostatlas import tokens
 from hostatlas.http.asgi import header
 from hostatlas.http.errors import HttpError, envelope, internal_error_body
-from hostatlas.http.ratelimit import BEARER_PREFIXES, Decision, KnownCheck, RateLimiter, identity_for
+from hostatlas.http.ratelimit import BEARER_PREFIXES, KnownCheck, RateLimiter, identity_for
 
 log = structlog.get_logger(__name__)
 
@@ -139,5 +139,3 @@ class ApiGuard:
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]})
         await send({"type": "http.response.body", "body": payload})
 
-
-__all__ = ["ApiGuard", "Decision"]

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: subscriptions, signed deliveries, retries and the delivery log."""
