@@ -62,7 +62,3 @@ class PipelineHealth:
         return [state for state in self.snapshot() if state.failing_since is not None
                 and state.failing_for(moment) >= threshold]
 
-    def reset(self) -> None:
-        with self._lock:
-            self._states.clear()
-
