@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, delete, text
 from hostatlas.app import create_app
 from hostatlas.db import migrate
 from hostatlas.db.engine import Database
-from hostatlas.db.models import metadata
+from hostatlas.models import metadata
 from hostatlas.settings import Settings
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
 from tests.support import Story, make_story

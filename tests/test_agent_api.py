@@ -7,7 +7,9 @@ import copy
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from hostatlas import runtime
 from hostatlas.db.engine import Database
+from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 
 
@@ -134,7 +136,7 @@ def test_checkins_are_coalesced_into_one_write(client: TestClient, story: Story,
             assert client.post("/api/v1/agent/check-in", headers=bearer(token),
                                json={"uptime_s": uptime, "agent_version": "1.4.3"}).status_code == 200
         assert statements == []
-        client.app.state.checkins.flush(db)  # type: ignore[attr-defined]
+        runtime.of(client.app).part(CheckinBuffer).flush(db)
         assert len(statements) == 1
     finally:
         event.remove(db.engine, "before_cursor_execute", spy)

@@ -10,6 +10,8 @@ import pytest
 import zstandard
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
+from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 
 JSON = {"Content-Type": "application/json"}
@@ -89,7 +91,7 @@ def test_compressed_bodies_are_accepted(client: TestClient, story: Story) -> Non
         response = client.post("/api/v1/agent/check-in",
                                headers={**bearer(token), **JSON, "Content-Encoding": encoding}, content=packed)
         assert response.status_code == 200, (encoding, response.text)
-    client.app.state.checkins.flush(client.app.state.db)  # type: ignore[attr-defined]
+    runtime.of(client.app).part(CheckinBuffer).flush(runtime.of(client.app).db)
     assert client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()["uptime_s"] == 777
 
 

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
 from hostatlas.app import flush_buffers
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 
@@ -68,7 +69,7 @@ def test_every_hostile_value_is_refused_and_another_teams_agent_is_stored_right_
                            json={"agent_version": version, "uptime_s": number}).status_code == 200
         snapshot = {**SEED_SNAPSHOT, "services": SEED_SNAPSHOT["services"][: 1 + number % 3]}
         assert client.post("/api/v1/agent/discovery", headers=bearer(token_a), json=snapshot).status_code == 200
-        flush_buffers(client.app)  # type: ignore[arg-type]
+        flush_buffers(runtime.of(client.app))
         detail = client.get(f"/api/v1/servers/{server_a}", headers=bearer(story.admin_a)).json()
         assert (detail["agent_version"], detail["status"]) == (version, "online"), kind
         assert [s["name"] for s in detail["services"]] == [s["name"] for s in snapshot["services"]], kind

@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import event, inspect, text
 
+from hostatlas import runtime
+from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
 from tests.support import Story, bearer
 
@@ -92,7 +94,7 @@ def test_no_raw_key_is_stored_anywhere(client: TestClient, story: Story, db: Dat
     key_id = client.get("/api/v1/api-keys?q=scan", headers=bearer(story.admin_a)).json()["data"][0]["id"]
     rotated = client.post(f"/api/v1/api-keys/{key_id}/rotate", headers=bearer(story.admin_a)).json()["key"]
     secrets = [story.admin_a, story.reader_a, story.admin_b, created, rotated]
-    client.app.state.key_usage.flush(db)  # type: ignore[attr-defined]
+    runtime.of(client.app).part(KeyUsageTracker).flush(db)
 
     stored = _every_stored_value(db)
     assert "sk_live_" not in stored.replace("'sk_live_'", "")  # only the bare prefix column may say it
@@ -129,11 +131,11 @@ def test_last_use_is_tracked_without_a_write_per_request(client: TestClient, sto
         for _ in range(20):
             assert client.get("/api/v1/api-keys", headers=bearer(story.admin_a)).status_code == 200
         assert updates == []  # nothing written while serving
-        client.app.state.key_usage.flush(db)  # type: ignore[attr-defined]
+        runtime.of(client.app).part(KeyUsageTracker).flush(db)
         assert len(updates) == 1  # twenty uses, one write
         for _ in range(20):
             client.get("/api/v1/api-keys", headers=bearer(story.admin_a))
-        client.app.state.key_usage.flush(db)  # type: ignore[attr-defined]
+        runtime.of(client.app).part(KeyUsageTracker).flush(db)
         assert len(updates) == 1  # already fresh within the resolution: no write at all
     finally:
         event.remove(db.engine, "before_cursor_execute", count_updates)

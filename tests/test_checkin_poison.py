@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from hostatlas import runtime
 from hostatlas.app import create_app, flush_buffers
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
@@ -67,8 +68,8 @@ def test_a_poison_checkin_is_set_aside_and_every_other_team_keeps_checking_in(
     with TestClient(create_app(fast, db=db)) as client:
         poisoned, _ = enrol(client, story.admin_a, machine_id="m-poison")
         healthy, token = enrol(client, story.admin_b, machine_id="m-healthy")
-        client.app.state.checkins.note(poisoned, Checkin(at=utcnow(), agent_version="1", uptime_s=TOO_BIG,  # type: ignore[attr-defined]
-                                                         boot_id=None))
+        buffer = runtime.of(client.app).part(CheckinBuffer)
+        buffer.note(poisoned, Checkin(at=utcnow(), agent_version="1", uptime_s=TOO_BIG, boot_id=None))
         # Sent after the poison, by another team's agent.
         assert client.post("/api/v1/agent/check-in", headers=bearer(token),
                            json={"agent_version": "2.0.0", "uptime_s": 77}).status_code == 200
@@ -77,7 +78,7 @@ def test_a_poison_checkin_is_set_aside_and_every_other_team_keeps_checking_in(
         [item] = _quarantined(db, "servers.checkins")
         assert item.team_id == story.team_a and item.failures == 1
         assert "OverflowError" in item.reason or "DataError" in item.reason
-        assert client.app.state.health.stuck(0) == []  # type: ignore[attr-defined]
+        assert runtime.of(client.app).health.stuck(0) == []
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["quarantine"] == "items"
         assert "servers.checkins" in ready.json()["reasons"][0]
@@ -107,8 +108,8 @@ def test_a_nul_checkin_leaves_every_other_server_online(db: Database, settings: 
                  enrol(client, story.admin_b, machine_id="m-b1"), enrol(client, story.admin_b, machine_id="m-b2")]
         # Everyone was last heard of an hour ago; from now on only the check-ins below keep them online.
         _backdate(db, [poisoned, *(server_id for server_id, _ in fleet)], utcnow() - timedelta(hours=1))
-        client.app.state.checkins.note(poisoned, Checkin(at=utcnow(), agent_version="x\x00y", uptime_s=1,  # type: ignore[attr-defined]
-                                                         boot_id=None))
+        buffer = runtime.of(client.app).part(CheckinBuffer)
+        buffer.note(poisoned, Checkin(at=utcnow(), agent_version="x\x00y", uptime_s=1, boot_id=None))
         checked_in_at = utcnow()
         for _, token in fleet:
             assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
@@ -161,15 +162,16 @@ def test_a_database_outage_sets_nothing_aside_and_loses_no_checkin(db: Database,
         app = client.app
         at = utcnow()
         for server_id in servers:
-            app.state.checkins.note(server_id, Checkin(at=at, agent_version="9", uptime_s=9, boot_id=None))  # type: ignore[attr-defined]
+            buffer = runtime.of(app).part(CheckinBuffer)
+            buffer.note(server_id, Checkin(at=at, agent_version="9", uptime_s=9, boot_id=None))
         dead = _dead_database(db, tmp_path)
-        app.state.db = dead  # type: ignore[attr-defined]
+        runtime.of(app).db = dead
         try:
-            flush_buffers(app)  # type: ignore[arg-type]
+            flush_buffers(runtime.of(app))
         finally:
-            app.state.db = db  # type: ignore[attr-defined]
+            runtime.of(app).db = db
             dead.dispose()
-        stuck = {state.name: state for state in app.state.health.stuck(0)}  # type: ignore[attr-defined]
+        stuck = {state.name: state for state in runtime.of(app).health.stuck(0)}
         assert {"servers.checkins", "agentapi.tokens"} <= set(stuck)
         assert "OperationalError" in (stuck["servers.checkins"].last_error or "")
         assert _quarantined(db, "servers.checkins") == []
@@ -177,7 +179,7 @@ def test_a_database_outage_sets_nothing_aside_and_loses_no_checkin(db: Database,
         _wait_for(lambda: client.get("/readyz").status_code == 503)
         assert any("servers.checkins" in reason for reason in client.get("/readyz").json()["reasons"])
 
-        flush_buffers(app)  # type: ignore[arg-type]
+        flush_buffers(runtime.of(app))
         assert all(_server(db, server_id).uptime_s == 9 for server_id in servers)
-        assert app.state.health.stuck(0) == []  # type: ignore[attr-defined]
+        assert runtime.of(app).health.stuck(0) == []
         assert client.get("/readyz").status_code == 200

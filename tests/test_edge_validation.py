@@ -14,7 +14,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
 from hostatlas.db.engine import Database
+from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, assert_envelope, bearer, enrol, host_facts
 
 NUL = "x\u0000y"
@@ -62,7 +64,7 @@ def test_a_nul_check_in_is_refused_naming_the_field_and_the_fleet_keeps_checking
     assert field in _invalid_fields(response)
     fine = client.post("/api/v1/agent/check-in", headers=bearer(healthy), json={"agent_version": "9.9.9"})
     assert fine.status_code == 200, fine.text
-    client.app.state.checkins.flush(db)  # type: ignore[attr-defined]
+    runtime.of(client.app).part(CheckinBuffer).flush(db)
     servers = {row["id"]: row for row in client.get("/api/v1/servers",
                                                     headers=bearer(story.admin_a)).json()["data"]}
     assert servers[healthy_id]["agent_version"] == "9.9.9"

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from hostatlas.db.engine import Database
-from hostatlas.db.models import metadata
+from hostatlas.models import metadata
 
 
 def test_the_migrated_schema_is_the_models_schema(migrated_db: Database) -> None:

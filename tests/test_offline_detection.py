@@ -12,11 +12,13 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from hostatlas import runtime
 from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
 from hostatlas.jobs import ALL
+from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.jobs import mark_offline
 from hostatlas.settings import Settings
 from hostatlas.worker import Worker
@@ -49,9 +51,9 @@ def test_silent_server_goes_offline_once_and_back_online(db: Database, settings:
         assert detail["status"] == "offline" and detail["offline_since"] is not None
 
         assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
-        client.app.state.checkins.flush(db)  # type: ignore[attr-defined]
+        runtime.of(client.app).part(CheckinBuffer).flush(db)
         client.post("/api/v1/agent/check-in", headers=bearer(token), json={})
-        client.app.state.checkins.flush(db)  # type: ignore[attr-defined]
+        runtime.of(client.app).part(CheckinBuffer).flush(db)
         online = _events(db, "server.online")
         assert len(online) == 1
         assert online[0].payload["server"]["status"] == "online"

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from hostatlas import runtime
 from hostatlas.app import create_app, flush_buffers
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
@@ -87,7 +88,7 @@ def test_a_failing_checkin_flush_degrades_readiness_past_the_threshold_and_recov
         with db.session(write=True) as session:  # the real fault: the flush's table is gone
             session.execute(text("ALTER TABLE servers RENAME TO servers_away"))
         try:
-            flush_buffers(client.app)  # type: ignore[arg-type]
+            flush_buffers(runtime.of(client.app))
             _eventually(lambda: _readiness(client)[0] == 503)
             status, body = _readiness(client)
             assert body["pipelines"] == "stuck"
@@ -99,7 +100,7 @@ def test_a_failing_checkin_flush_degrades_readiness_past_the_threshold_and_recov
         finally:
             with db.session(write=True) as session:
                 session.execute(text("ALTER TABLE servers_away RENAME TO servers"))
-        flush_buffers(client.app)  # type: ignore[arg-type]
+        flush_buffers(runtime.of(client.app))
         assert _readiness(client) == (200, {"status": "ok", "database": "ok", "quarantine": "ok",
                                             "pipelines": "ok", "telemetry": "ok", "reasons": []})
         samples = _samples(client)

@@ -7,7 +7,9 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
 from hostatlas.outbound import Outbound, OutboundError, blocked
+from hostatlas.webhooks.service import Destinations
 from tests.support import Story, assert_envelope, bearer
 
 # Each embeds 127.0.0.1 or 169.254.169.254 (the cloud metadata service).
@@ -51,7 +53,8 @@ def test_a_webhook_url_naming_such_an_address_is_refused(client: TestClient, sto
 
 @pytest.mark.parametrize("address", ["64:ff9b::7f00:1", "2002:a9fe:a9fe::", "::ffff:0:7f00:1", "::127.0.0.1"])
 def test_a_name_resolving_to_such_an_address_is_refused(client: TestClient, story: Story, address: str) -> None:
-    client.app.state.resolver = lambda host, port: [address]  # type: ignore[attr-defined]
+    app_runtime = runtime.of(client.app)
+    app_runtime.add(Destinations(app_runtime.settings.webhook_allow_private, resolver=lambda host, port: [address]))
     answer = client.post("/api/v1/webhooks", headers=bearer(story.admin_a), json={"url": "https://hooks.example.test/"})
     assert_envelope(answer, 422, "validation_failed")
 

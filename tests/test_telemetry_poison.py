@@ -21,6 +21,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.jobs import replayers
@@ -247,8 +248,8 @@ class RefusingStore(EmbeddedStore):
 
 def _refuse_server(client: TestClient, db: Database, server_id: int) -> None:
     """Restart the app's storer over a store that refuses ``server_id``'s rows."""
-    telemetry: Telemetry = client.app.state.telemetry  # type: ignore[attr-defined]
-    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    telemetry: Telemetry = runtime.of(client.app).part(Telemetry)
+    settings: Settings = runtime.of(client.app).settings
     telemetry.storer.stop()
     store = RefusingStore(settings.data_dir / "telemetry.db", server_id)
     telemetry.storer = StorerThread(Storer(store, telemetry.spool.directory, telemetry.limits,
@@ -284,7 +285,7 @@ def test_a_frame_whose_insert_fails_alone_is_set_aside_and_replayable(client: Te
         return sum(v for s in found.json()["data"] for _, v in s["points"])
 
     assert stored() == 0
-    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    settings: Settings = runtime.of(client.app).settings
     assert quarantine.replay(db, item.id, replayers(db, settings), now=utcnow())
     assert stored() == 7.0 and _quarantined(db) == []
 

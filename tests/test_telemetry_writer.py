@@ -16,6 +16,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
 from hostatlas.app import create_app
 from hostatlas.db.engine import Database
 from hostatlas.errors import Unavailable
@@ -24,6 +25,7 @@ from hostatlas.telemetry.embedded import EmbeddedStore
 from hostatlas.telemetry.ingest import limits_of
 from hostatlas.telemetry.model import Agg, LogQuery, LogRecord, MetricPoint, SeriesQuery, Tier
 from hostatlas.telemetry.quarantine import FrameQuarantine
+from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.spool import Frame, Kind, Spool, closed_segments, read_frames
 from hostatlas.telemetry.storer import Storer
 from hostatlas.telemetry.writer import SpoolWriter
@@ -228,7 +230,7 @@ def test_a_full_backlog_gets_agents_a_503_with_retry_after(settings: Settings, d
     key = story.key(story.team_a, ["*"])
     with TestClient(create_app(settings, db=db), raise_server_exceptions=False) as client:
         _, token = enrol(client, key)
-        client.app.state.telemetry.storer.stop()  # type: ignore[attr-defined]  # the store falls behind
+        runtime.of(client.app).part(Telemetry).storer.stop()  # the store falls behind
         batch = {"series": [{"metric": "cpu.percent", "points": [[int(time.time()), 1.0]]}]}
         assert client.post("/api/v1/agent/metrics", headers=bearer(token), json=batch).status_code == 200
         time.sleep(1.2)  # the closed segment is counted at the next backlog measurement

@@ -9,12 +9,14 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from hostatlas import runtime
 from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events import service as events
 from hostatlas.settings import Settings
 from hostatlas.webhooks.dispatcher import Dispatcher
+from hostatlas.webhooks.service import Destinations
 from tests.receiver import Reply, receiver
 from tests.support import Story, assert_envelope, bearer
 
@@ -88,7 +90,8 @@ def test_a_name_that_resolves_internal_only_later_is_refused_at_delivery(client:
     def resolver(host: str, port: int) -> list[str]:
         return dns[host]
 
-    client.app.state.resolver = resolver  # type: ignore[attr-defined]
+    app_runtime = runtime.of(client.app)
+    app_runtime.add(Destinations(app_runtime.settings.webhook_allow_private, resolver=resolver))
     with receiver() as hook:
         port = hook.url.split(":")[2].split("/")[0]
         created = client.post("/api/v1/webhooks", headers=bearer(story.admin_a),

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import gc
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from hostatlas import __version__, jobs, secretbox, tokens
-from hostatlas.agentapi.auth import AgentAuthenticator
 from hostatlas.agentapi.fastpath import AgentFastPath
 from hostatlas.agentapi.routes import router as agent_router
 from hostatlas.agentconfig.routes import router as agent_config_router
@@ -33,14 +33,15 @@ from hostatlas.http.compression import RequestDecompression
 from hostatlas.http.docs import with_raw_body_schemas
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
-from hostatlas.http.ratelimit import KnownCheck, KnownKeys, RateLimiter
+from hostatlas.http.ratelimit import KnownCheck, RateLimiter
 from hostatlas.inventory.routes import router as inventory_router
 from hostatlas.logging import configure as configure_logging
 from hostatlas.observability import endpoints as observability
 from hostatlas.observability.readiness import Backlog, Sources
-from hostatlas.outbound import system_resolver
-from hostatlas.pipelines.health import PipelineHealth
+from hostatlas.outbound import Resolver, system_resolver
 from hostatlas.pipelines.quarantine import describe
+from hostatlas.runtime import Runtime
+from hostatlas.servers.agent_auth import AgentAuthenticator
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings
@@ -48,9 +49,11 @@ from hostatlas.telemetry.routes import router as telemetry_router
 from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.webhooks.models import WebhookDelivery
 from hostatlas.webhooks.routes import router as webhooks_router
+from hostatlas.webhooks.service import Destinations
 from hostatlas.worker import Worker
 
 log = structlog.get_logger(__name__)
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 API_DESCRIPTION = """
 Every feature of the HostAtlas dashboard is backed by this API.
@@ -68,89 +71,91 @@ a 429 adds `Retry-After`.
 """
 
 
-def flush_buffers(app: FastAPI) -> None:
+def flush_buffers(app_runtime: Runtime) -> None:
     """Write what requests buffered in memory (check-ins, API key last use); learn of revoked agent tokens."""
-    state = app.state
-    steps = (("servers.checkins", state.checkins.flush), ("apikeys.usage", state.key_usage.flush),
-             ("agentapi.tokens", state.agent_auth.refresh))
+    steps = (("servers.checkins", app_runtime.part(CheckinBuffer).flush),
+             ("apikeys.usage", app_runtime.part(KeyUsageTracker).flush),
+             ("agentapi.tokens", app_runtime.part(AgentAuthenticator).refresh))
     for name, step in steps:
         # One failing step must not starve the others (revocations above all). A step raises only when
         # it could not do its work at all (the database is down); items it had to set aside are not that.
         try:
-            step(state.db)
+            step(app_runtime.db)
         except Exception as exc:
-            state.health.failed(name, describe(exc))
+            app_runtime.health.failed(name, describe(exc))
             log.exception("flush_step_failed", step=name)
         else:
-            state.health.succeeded(name)
+            app_runtime.health.succeeded(name)
 
 
-async def _flush_periodically(app: FastAPI) -> None:
+async def _flush_periodically(app_runtime: Runtime) -> None:
     while True:
-        await asyncio.sleep(app.state.settings.flush_interval)
+        await asyncio.sleep(app_runtime.settings.flush_interval)
         try:
-            await run_in_threadpool(flush_buffers, app)
+            await run_in_threadpool(flush_buffers, app_runtime)
         except Exception:
             log.exception("flush_failed")
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = app.state
-    try:
-        await run_in_threadpool(state.agent_auth.load_all, state.db)
-    except Exception:
-        # Serve anyway (readyz reports the database); the flusher's next refresh retries the load.
-        log.exception("agent_tokens_not_loaded")
-    state.telemetry = await run_in_threadpool(Telemetry.start, state.settings, state.db)
-    # Everything built so far lives as long as the process: keep the collector from rescanning it, which
-    # otherwise shows up as latency spikes under load.
-    gc.collect()
-    gc.freeze()
-    flusher = asyncio.create_task(_flush_periodically(app))
-    worker_thread = None
-    if state.run_worker:
-        worker_thread = threading.Thread(target=state.worker.run_forever, name="hostatlas-worker", daemon=True)
-        worker_thread.start()
-    try:
-        yield
-    finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
-        state.telemetry.stop()
-        state.worker.stopping.set()
-        if worker_thread is not None:
-            worker_thread.join(timeout=10)
+def _lifespan(app_runtime: Runtime, worker: Worker, run_worker: bool) -> Lifespan:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            flush_buffers(app)
+            await run_in_threadpool(app_runtime.part(AgentAuthenticator).load_all, app_runtime.db)
         except Exception:
-            log.exception("final_flush_failed")
-        if state.owns_db:
-            state.db.dispose()
+            # Serve anyway (readyz reports the database); the flusher's next refresh retries the load.
+            log.exception("agent_tokens_not_loaded")
+        telemetry = await run_in_threadpool(Telemetry.start, app_runtime.settings, app_runtime.db)
+        app_runtime.add(telemetry)
+        # Everything built so far lives as long as the process: keep the collector from rescanning it, which
+        # otherwise shows up as latency spikes under load.
+        gc.collect()
+        gc.freeze()
+        flusher = asyncio.create_task(_flush_periodically(app_runtime))
+        worker_thread = None
+        if run_worker:
+            worker_thread = threading.Thread(target=worker.run_forever, name="hostatlas-worker", daemon=True)
+            worker_thread.start()
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            telemetry.stop()
+            worker.stopping.set()
+            if worker_thread is not None:
+                worker_thread.join(timeout=10)
+            try:
+                flush_buffers(app_runtime)
+            except Exception:
+                log.exception("final_flush_failed")
+            if app_runtime.owns_db:
+                app_runtime.db.dispose()
+
+    return lifespan
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None,
-               run_worker: bool = False) -> FastAPI:
+def create_app(settings: Settings | None = None, *, db: Database | None = None, run_worker: bool = False,
+               resolver: Resolver = system_resolver) -> FastAPI:
+    """``resolver``: DNS for outbound requests (webhook destinations); tests pass one that answers for them."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     secretbox.install(secretbox.load(settings))
+    app_runtime = Runtime(settings, db or Database(settings.resolved_database_url), owns_db=db is None)
+    app_runtime.add(KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution)))
+    app_runtime.add(CheckinBuffer())
+    app_runtime.add(AgentAuthenticator(settings.agent_auth_cache_seconds))
+    app_runtime.add(Destinations(settings.webhook_allow_private, resolver))
+    worker = Worker(app_runtime.db, settings, jobs.ALL,
+                    jobs.loops(app_runtime.db, settings, resolver=resolver, health=app_runtime.health),
+                    health=app_runtime.health)
     app = FastAPI(
         title="HostAtlas API", version=__version__, description=API_DESCRIPTION,
-        openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None, lifespan=_lifespan,
+        openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None,
+        lifespan=_lifespan(app_runtime, worker, run_worker),
     )
-    app.state.settings = settings
-    app.state.owns_db = db is None
-    app.state.db = db or Database(settings.resolved_database_url)
-    app.state.key_usage = KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution))
-    app.state.checkins = CheckinBuffer()
-    app.state.health = PipelineHealth()  # every pipeline reports its passes here; /readyz and /metrics read it
-    app.state.agent_auth = AgentAuthenticator(settings.agent_auth_cache_seconds)
-    app.state.known_keys = KnownKeys()  # API keys that authenticated here: they get budgets of their own
-    app.state.resolver = system_resolver  # DNS for outbound requests (webhooks); tests replace it
-    app.state.worker = Worker(app.state.db, settings, jobs.ALL,
-                              jobs.loops(app.state.db, settings, health=app.state.health), health=app.state.health)
-    app.state.run_worker = run_worker
+    app.state.runtime = app_runtime  # read back through hostatlas.runtime.of, the one typed accessor
 
     install_error_handlers(app)
     # The last added runs first: ApiGuard (ids, limits, size caps), then decompression, then the agent
@@ -159,23 +164,23 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
         app.add_middleware(AgentFastPath)
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
-                       known=_known_credentials(app), max_body_bytes=settings.max_body_bytes)
+                       known=_known_credentials(app_runtime), max_body_bytes=settings.max_body_bytes)
     for router in (servers_router, inventory_router, telemetry_router, agent_config_router, events_router,
                    agent_router, api_keys_router, webhooks_router):
         app.include_router(router)
     _add_operational_routes(app)
-    observability.install(app, _observed(app), settings)
+    observability.install(app, _observed(app_runtime), settings)
     _document_raw_bodies(app)
     return app
 
 
-def _observed(app: FastAPI) -> Sources:
+def _observed(app_runtime: Runtime) -> Sources:
     """What /readyz and /metrics read; the telemetry runtime exists once the lifespan has started it."""
 
     def telemetry_backlog() -> Backlog:
-        return app.state.telemetry.backlog_status()
+        return app_runtime.part(Telemetry).backlog_status()
 
-    return Sources(db=app.state.db, health=app.state.health, telemetry_backlog=telemetry_backlog,
+    return Sources(db=app_runtime.db, health=app_runtime.health, telemetry_backlog=telemetry_backlog,
                    queue_depths={"webhook_deliveries": _pending_deliveries})
 
 
@@ -184,10 +189,10 @@ def _pending_deliveries(session: Session) -> int:
     return session.scalar(select(func.count()).where(WebhookDelivery.completed_at.is_(None))) or 0
 
 
-def _known_credentials(app: FastAPI) -> KnownCheck:
+def _known_credentials(app_runtime: Runtime) -> KnownCheck:
     """Whether a bearer secret is known good here, so that its requests are charged to its own budget."""
-    agent_auth: AgentAuthenticator = app.state.agent_auth
-    known_keys: KnownKeys = app.state.known_keys
+    agent_auth = app_runtime.part(AgentAuthenticator)
+    known_keys = app_runtime.known_keys
 
     def known(bearer: tokens.Bearer) -> bool:
         if bearer.prefix == tokens.AGENT_TOKEN_PREFIX:

@@ -185,7 +185,7 @@ def secrets_new_key() -> None:
 @secrets_app.command("rotate")
 def secrets_rotate() -> None:
     """Reseal every secret with the first platform key; afterwards the other keys can be dropped."""
-    from hostatlas.db.models import metadata
+    from hostatlas.models import metadata
 
     db = _migrated_database()
     count = secretbox.reseal_all(db, metadata.sorted_tables)

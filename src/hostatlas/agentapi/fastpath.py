@@ -16,43 +16,21 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hostatlas import tokens
-from hostatlas.agentapi.auth import AgentAuthenticator, AgentIdentity
+from hostatlas import runtime, tokens
 from hostatlas.agentapi.schemas import CheckInRequest, CheckInResponse
-from hostatlas.clock import utcnow
 from hostatlas.errors import DomainError
 from hostatlas.http.asgi import header, read_body, replay_body
-from hostatlas.servers.checkins import Checkin, CheckinBuffer
+from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
+from hostatlas.servers.checkins import CheckinBuffer, check_in
 from hostatlas.telemetry.runtime import Telemetry
-from hostatlas.telemetry.spool import Frame, Kind
+from hostatlas.telemetry.spool import Kind
 
 CHECK_IN_PATH = "/api/v1/agent/check-in"
 TELEMETRY_PATHS = {"/api/v1/agent/metrics": Kind.METRICS, "/api/v1/agent/logs": Kind.LOGS}
 # A check-in is a few dozen bytes; anything larger is unusual enough for the regular route.
 CHECK_IN_BODY_LIMIT = 4096
-# Larger telemetry batches are judged off the event loop.
-INLINE_DECODE_BYTES = 64 * 1024
-
-
-def record_checkin(buffer: CheckinBuffer, agent: AgentIdentity, body: CheckInRequest) -> CheckInResponse:
-    """What a check-in does, whichever path served it."""
-    now = utcnow()
-    buffer.note(agent.server_id, Checkin(at=now, agent_version=body.agent_version, uptime_s=body.uptime_s,
-                                         boot_id=body.boot_id))
-    return CheckInResponse(server_id=agent.server_id, received_at=now)
-
-
-async def ingest(telemetry: Telemetry, agent: AgentIdentity, kind: Kind, body: bytes) -> dict[str, Any]:
-    """Judge a batch entry by entry, wait until it is durable; raise DomainError if it is refused."""
-    frame = Frame(kind, agent.team_id, agent.server_id, time.time(), body)
-    outcome = (telemetry.judge(frame) if len(body) <= INLINE_DECODE_BYTES
-               else await run_in_threadpool(telemetry.judge, frame))
-    if outcome.accepted:
-        await telemetry.write(frame)
-    return {"accepted": outcome.accepted, "dropped": outcome.dropped, "problems": outcome.problems}
 
 
 class AgentFastPath:
@@ -74,14 +52,20 @@ class AgentFastPath:
         body = await read_body(receive)
         if body is None:
             return
-        state = scope["app"].state
+        app_runtime = runtime.of_scope(scope)
         answer: dict[str, Any]
         try:
             if path == CHECK_IN_PATH:
                 checkin = CheckInRequest.model_validate_json(body or b"{}")
-                answer = record_checkin(state.checkins, agent, checkin).model_dump(mode="json")
+                received_at = check_in(app_runtime.part(CheckinBuffer), agent.server_id,
+                                       agent_version=checkin.agent_version, uptime_s=checkin.uptime_s,
+                                       boot_id=checkin.boot_id)
+                answer = CheckInResponse(server_id=agent.server_id, received_at=received_at).model_dump(mode="json")
             else:
-                answer = await ingest(state.telemetry, agent, TELEMETRY_PATHS[path], body)
+                outcome = await app_runtime.part(Telemetry).accept_batch(
+                    TELEMETRY_PATHS[path], team_id=agent.team_id, server_id=agent.server_id, body=body,
+                    received_at=time.time())
+                answer = outcome.answer()
         except (ValidationError, DomainError):
             # The regular route decides again and answers with the error envelope.
             await self.app(scope, replay_body(body, receive), send)
@@ -97,5 +81,4 @@ class AgentFastPath:
         bearer: tokens.Bearer | None = scope.get("state", {}).get("bearer")
         if bearer is None or bearer.prefix != tokens.AGENT_TOKEN_PREFIX:
             return None
-        authenticator: AgentAuthenticator = scope["app"].state.agent_auth
-        return authenticator.cached(bearer.hash)
+        return runtime.of_scope(scope).part(AgentAuthenticator).cached(bearer.hash)

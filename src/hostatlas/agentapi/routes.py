@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy.orm import Session
 
-from hostatlas import tokens
-from hostatlas.agentapi.auth import AgentIdentity, agent_identity
-from hostatlas.agentapi.fastpath import ingest, record_checkin
+from hostatlas import runtime, tokens
+from hostatlas.agentapi.auth import agent_identity
 from hostatlas.agentapi.schemas import (
     CheckInRequest,
     CheckInResponse,
@@ -21,14 +21,19 @@ from hostatlas.agentapi.schemas import (
 )
 from hostatlas.agentconfig import service as agent_config
 from hostatlas.agentconfig.schemas import EffectiveConfig
+from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
 from hostatlas.errors import NotFound, Unauthenticated
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors, raw_json_body
 from hostatlas.inventory.discovery import apply_snapshot
+from hostatlas.runtime import AppRuntime
+from hostatlas.servers import checkins
 from hostatlas.servers import service as servers
+from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
 from hostatlas.servers.models import Server
 from hostatlas.teams.models import Team
+from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.schemas import IngestResult, LogsBatch, MetricsBatch
 from hostatlas.telemetry.spool import Kind
 
@@ -56,7 +61,7 @@ def register(body: RegisterRequest, request: Request, session: DbSession,
     team = session.get_one(Team, principal.team_id)
     facts = servers.HostFacts(**body.model_dump())
     enrolment = servers.register(session, team, facts, utcnow())
-    authenticator = request.app.state.agent_auth
+    authenticator = runtime.current(request).part(AgentAuthenticator)
     authenticator.forget_server(enrolment.server.id)
     authenticator.remember(tokens.hash_token(enrolment.token), AgentIdentity(enrolment.server.id, team.id))
     return RegisterResponse(server_id=enrolment.server.id, agent_token=enrolment.token, created=enrolment.created)
@@ -65,9 +70,11 @@ def register(body: RegisterRequest, request: Request, session: DbSession,
 @router.post("/check-in", response_model=CheckInResponse, responses=AGENT_ERRORS, summary="Health check-in",
              description="Every 60 s. Buffered in memory and written once per flush interval, so a check-in costs "
                          "no database write of its own.")
-async def check_in(body: CheckInRequest, request: Request, agent: Agent) -> CheckInResponse:
+async def check_in(body: CheckInRequest, app_runtime: AppRuntime, agent: Agent) -> CheckInResponse:
     # Most check-ins are answered by agentapi.fastpath before they get here; this route is the reference.
-    return record_checkin(request.app.state.checkins, agent, body)
+    received_at = checkins.check_in(app_runtime.part(checkins.CheckinBuffer), agent.server_id,
+                                    agent_version=body.agent_version, uptime_s=body.uptime_s, boot_id=body.boot_id)
+    return CheckInResponse(server_id=agent.server_id, received_at=received_at)
 
 
 @router.post("/discovery", response_model=DiscoveryResponse, responses=AGENT_ERRORS, summary="Discovery snapshot",
@@ -88,14 +95,20 @@ def discovery(body: DiscoveryRequest, agent: Agent, session: DbSession) -> Disco
              summary="Metric ingestion", description="Every 15 s, one batch of series. Bad points are dropped one "
              "by one and listed in `problems`; the rest is stored, and durable before the answer.")
 async def metrics(request: Request, agent: Agent) -> IngestResult:
-    return IngestResult(**await ingest(request.app.state.telemetry, agent, Kind.METRICS, await request.body()))
+    return await _accept(request, agent, Kind.METRICS)
 
 
 @router.post("/logs", response_model=IngestResult, responses=AGENT_ERRORS, openapi_extra=raw_json_body(LogsBatch),
              summary="Log streaming", description="New lines from the host's log files. Each line is parsed (nginx "
              "access and error, syslog, JSON, plain) into time, level, message and fields, and indexed for search.")
 async def logs(request: Request, agent: Agent) -> IngestResult:
-    return IngestResult(**await ingest(request.app.state.telemetry, agent, Kind.LOGS, await request.body()))
+    return await _accept(request, agent, Kind.LOGS)
+
+
+async def _accept(request: Request, agent: AgentIdentity, kind: Kind) -> IngestResult:
+    outcome = await runtime.current(request).part(Telemetry).accept_batch(
+        kind, team_id=agent.team_id, server_id=agent.server_id, body=await request.body(), received_at=time.time())
+    return IngestResult(**outcome.answer())
 
 
 @router.get("/config", response_model=EffectiveConfig, responses={304: {"description": "Unchanged since the ETag"},

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Security
 
 from hostatlas.agentconfig import service
 from hostatlas.agentconfig.schemas import AgentSettings, ServerAgentConfig
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.apikeys.auth import Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.types import IdPath
 from hostatlas.servers.service import get_server

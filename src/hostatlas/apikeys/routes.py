@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request, Security
 from pydantic import StringConstraints
 from sqlalchemy import select
 
+from hostatlas import runtime
 from hostatlas.apikeys import service
+from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.apikeys.models import ApiKey, KeyStatus
 from hostatlas.apikeys.schemas import (
     ApiKeyCreate,
@@ -20,7 +22,7 @@ from hostatlas.apikeys.schemas import (
     ApiKeyUpdate,
 )
 from hostatlas.clock import utcnow
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
 from hostatlas.http.types import IdPath, Storable
@@ -87,7 +89,7 @@ def rotate_key(key_id: IdPath, principal: Writer, session: DbSession, request: R
                body: ApiKeyRotate | None = None) -> ApiKeyRotated:
     now = utcnow()
     grace_seconds = body.grace_seconds if body and body.grace_seconds is not None else (
-        request.app.state.settings.default_rotation_grace)
+        runtime.current(request).settings.default_rotation_grace)
     issued = service.rotate_key(session, team_id=principal.team_id, key_id=key_id,
                                 grace=timedelta(seconds=grace_seconds), now=now, granted_by=principal.scopes)
     previous = service.get_key(session, team_id=principal.team_id, key_id=key_id)

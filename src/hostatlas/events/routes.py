@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Security
 from pydantic import StringConstraints
 from sqlalchemy import select
 
+from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.events.models import Event
 from hostatlas.events.schemas import EventOut
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
 from hostatlas.http.types import CountQuery, IdQuery, Storable, TimestampIn

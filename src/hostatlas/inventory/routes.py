@@ -12,8 +12,9 @@ from pydantic import StringConstraints
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
 from hostatlas.http.types import IdPath, IdQuery, Storable

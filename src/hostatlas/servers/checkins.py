@@ -42,6 +42,14 @@ class Checkin:
     boot_id: str | None
 
 
+def check_in(buffer: CheckinBuffer, server_id: int, *, agent_version: str | None, uptime_s: int | None,
+             boot_id: str | None) -> datetime:
+    """What a check-in does, whichever path served it: noted for the next flush. Returns when it arrived."""
+    now = utcnow()
+    buffer.note(server_id, Checkin(at=now, agent_version=agent_version, uptime_s=uptime_s, boot_id=boot_id))
+    return now
+
+
 class CheckinBuffer:
     def __init__(self) -> None:
         self._pending: LatestValues[int, Checkin] = LatestValues()

@@ -7,12 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Security
 from pydantic import StringConstraints
 
+from hostatlas import runtime
+from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, PageMeta, list_params, paginate
 from hostatlas.http.types import IdPath, Storable
 from hostatlas.servers import service
+from hostatlas.servers.agent_auth import AgentAuthenticator
+from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.models import Server, ServerStatus
 from hostatlas.servers.schemas import ServerDetail, ServerSummary, ServerUpdate
 
@@ -57,5 +61,6 @@ def update_server(server_id: IdPath, body: ServerUpdate, principal: Writer, sess
 def delete_server(server_id: IdPath, request: Request, principal: Writer, session: DbSession) -> None:
     server = service.get_server(session, team_id=principal.team_id, server_id=server_id)
     service.delete_server(session, server, utcnow())
-    request.app.state.agent_auth.forget_server(server_id)
-    request.app.state.checkins.forget(server_id)
+    app_runtime = runtime.current(request)
+    app_runtime.part(AgentAuthenticator).forget_server(server_id)
+    app_runtime.part(CheckinBuffer).forget(server_id)

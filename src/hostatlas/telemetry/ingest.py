@@ -56,6 +56,10 @@ class Outcome:
         if len(self.problems) < MAX_REPORTED_PROBLEMS:
             self.problems.append({**where, "reason": reason, "message": message})
 
+    def answer(self) -> dict[str, Any]:
+        """The agent's answer (``IngestResult``'s shape), built without a model on the fast path."""
+        return {"accepted": self.accepted, "dropped": self.dropped, "problems": self.problems}
+
 
 def _load(body: bytes) -> tuple[Any, bool]:
     """The document, and whether its strings are certainly valid UTF-8 (orjson accepts nothing else)."""

@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Security
 from pydantic import StringConstraints
 
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas import runtime
+from hostatlas.apikeys.auth import Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import Page, PageMeta
 from hostatlas.http.types import IdPath, IdQuery, Storable
@@ -38,14 +40,14 @@ STEP_HELP = "Seconds or 15s, 5m, 1h (at most 366 days); default: about 300 point
 
 def _store(request: Request) -> TelemetryStore:
     """The store, once it holds every batch acknowledged so far: an agent's write, then a read, sees it."""
-    telemetry: Telemetry = request.app.state.telemetry
+    telemetry = runtime.current(request).part(Telemetry)
     telemetry.sync()
     return telemetry.store
 
 
 def _answer(request: Request, *, team_id: int, servers: dict[int, str], metric: str, start: str | None,
             end: str | None, step: str | None, agg: Agg, merge: bool) -> MetricsAnswer:
-    settings = request.app.state.settings
+    settings = runtime.current(request).settings
     window, labels = series_window(start=start, end=end, step=step, now=time.time(),
                                    labels={key: value for key, value in request.query_params.items()
                                            if key not in RESERVED},

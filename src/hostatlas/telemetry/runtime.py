@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
+from starlette.concurrency import run_in_threadpool
 
 from hostatlas.db.engine import Database
 from hostatlas.settings import Settings
@@ -25,6 +26,8 @@ from hostatlas.telemetry.writer import SpoolWriter
 log = structlog.get_logger(__name__)
 # A log segment is closed at this size at the latest, so that one INSERT batch stays bounded.
 SEGMENT_FRAMES = {Kind.METRICS: 2000, Kind.LOGS: 100}
+# Larger batches are judged off the event loop.
+INLINE_DECODE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -53,6 +56,17 @@ class Telemetry:
             storer = StorerThread(Storer(store, spool.directory, limits, max_rows=settings.telemetry_batch_rows,
                                          quarantine=FrameQuarantine(settings.resolved_database_url, db)))
         return cls(store, spool, writers, limits, storer)
+
+    async def accept_batch(self, kind: Kind, *, team_id: int, server_id: int, body: bytes, received_at: float
+                           ) -> Outcome:
+        """What an agent's batch does, whichever path served it: judged entry by entry, and durable before
+        this returns if anything in it is accepted. Raises DomainError when the whole batch is refused."""
+        frame = Frame(kind, team_id, server_id, received_at, body)
+        outcome = (self.judge(frame) if len(body) <= INLINE_DECODE_BYTES
+                   else await run_in_threadpool(self.judge, frame))
+        if outcome.accepted:
+            await self.write(frame)
+        return outcome
 
     def judge(self, frame: Frame) -> Outcome:
         """What of the batch will be stored, and what is dropped and why (log lines are parsed later)."""

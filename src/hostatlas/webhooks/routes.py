@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from pydantic import StringConstraints
 from sqlalchemy import select
 
+from hostatlas import runtime
+from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
-from hostatlas.http.deps import DbSession, Principal, authenticated
+from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
 from hostatlas.http.types import Flag, IdPath, Storable
@@ -34,7 +36,7 @@ DeliveryId = Annotated[str, StringConstraints(max_length=32), Storable, Path(des
 
 
 def _destinations(request: Request) -> service.Destinations:
-    return service.Destinations(request.app.state.settings.webhook_allow_private, request.app.state.resolver)
+    return runtime.current(request).part(service.Destinations)
 
 
 @router.get("", response_model=Page[WebhookOut], responses=errors(422), summary="List webhooks")
