@@ -14,14 +14,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostatlas import runtime, tokens
 from hostatlas.agentapi.schemas import CheckInRequest, CheckInResponse
 from hostatlas.errors import DomainError
-from hostatlas.http.asgi import header, read_body, replay_body
+from hostatlas.http.asgi import header, read_body, replay_body, send_json
 from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
 from hostatlas.servers.checkins import CheckinBuffer, check_in
 from hostatlas.telemetry.runtime import Telemetry
@@ -70,10 +69,7 @@ class AgentFastPath:
             # The regular route decides again and answers with the error envelope.
             await self.app(scope, replay_body(body, receive), send)
             return
-        payload = orjson.dumps(answer)
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, 200, answer)
 
     @staticmethod
     def _cached_agent(scope: Scope) -> AgentIdentity | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.types import Message, Receive, Scope
+from typing import Any
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -37,3 +40,11 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer from a pure-ASGI middleware with a JSON body (the one place those answers are written)."""
+    payload = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *(headers or ())]})
+    await send({"type": "http.response.body", "body": payload})

@@ -18,11 +18,10 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import anyio.to_thread
-import orjson
 import zstandard
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hostatlas.http.asgi import read_body, replay_body
+from hostatlas.http.asgi import read_body, replay_body, send_json
 from hostatlas.http.errors import HttpError, envelope
 
 SUPPORTED_CODINGS = ("gzip", "zstd")
@@ -163,10 +162,7 @@ def _decoded_scope(scope: Scope, size: int) -> Scope:
 
 async def _send_refusal(send: Send, scope: Scope, error: HttpError) -> None:
     request_id = str(scope.get("state", {}).get("request_id", ""))
-    payload = orjson.dumps(envelope(error.status_code, error.code, str(error.detail), request_id))
-    await send({"type": "http.response.start", "status": error.status_code, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
+    await send_json(send, error.status_code, envelope(error.status_code, error.code, str(error.detail), request_id))
 
 
 class RequestDecompression:

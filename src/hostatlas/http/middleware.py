@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
 
-import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hostatlas import tokens
-from hostatlas.http.asgi import header
+from hostatlas.http.asgi import header, send_json
 from hostatlas.http.errors import HttpError, envelope, internal_error_body
 from hostatlas.http.ratelimit import BEARER_PREFIXES, KnownCheck, RateLimiter, identity_for
 
@@ -91,7 +89,7 @@ class ApiGuard:
             log.exception("unhandled_error", request_id=request_id, path=path, method=scope["method"])
             if started:
                 raise
-            await self._send_json(send, 500, internal_error_body(request_id), extra_headers)
+            await send_json(send, 500, internal_error_body(request_id), extra_headers)
 
     def _check_body(self, scope: Scope, path: str) -> tuple[int, str, str] | None:
         if scope["method"] not in BODY_METHODS:
@@ -129,13 +127,5 @@ class ApiGuard:
 
     async def _refuse(self, send: Send, headers: list[tuple[bytes, bytes]], status: int, code: str,
                       message: str, request_id: str) -> None:
-        await self._send_json(send, status, envelope(status, code, message, request_id), headers)
-
-    @staticmethod
-    async def _send_json(send: Send, status: int, body: dict[str, Any],
-                         headers: list[tuple[bytes, bytes]]) -> None:
-        payload = orjson.dumps(body)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, envelope(status, code, message, request_id), headers)
 

@@ -7,14 +7,11 @@ any other: its value is validated against the sort column's type and bounds befo
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-import orjson
 from fastapi import Query
 from pydantic import BaseModel, Field, Strict, StringConstraints, TypeAdapter
 from sqlalchemy import Select, and_, func, or_, select
@@ -22,6 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.types import TypeDecorator
 
 from hostatlas.errors import InvalidInput
+from hostatlas.http import cursors
 from hostatlas.http.types import Id, Int64, NonNegativeInt, Storable, TimestampIn
 
 T = TypeVar("T")
@@ -67,7 +65,7 @@ class PageResult(Generic[Row]):
 def _encode(sort: str, value: Any, row_id: int) -> str:
     if isinstance(value, datetime):
         value = {"dt": value.isoformat()}
-    return base64.urlsafe_b64encode(orjson.dumps([sort, value, row_id])).decode().rstrip("=")
+    return cursors.encode([sort, value, row_id])
 
 
 # What a cursor may hold for a sort column of each Python type: what its store can compare against.
@@ -81,12 +79,11 @@ _CURSOR_ID: TypeAdapter[int] = TypeAdapter(Id)
 
 def _decode(cursor: str, sort: str, column: InstrumentedAttribute[Any]) -> tuple[Any, int]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        cursor_sort, value, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
+        cursor_sort, value, row_id = cursors.decode(cursor)
         if cursor_sort != sort:
             raise ValueError("cursor made for another sort")
         return _cursor_value(value, column), _CURSOR_ID.validate_python(row_id)
-    except (ValueError, TypeError, binascii.Error) as exc:  # pydantic's and orjson's errors are ValueErrors
+    except (ValueError, TypeError) as exc:  # pydantic's and orjson's errors are ValueErrors
         raise InvalidInput.single("cursor", "invalid_cursor",
                                   "The cursor is not valid for this list and sort") from exc
 

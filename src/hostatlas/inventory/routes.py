@@ -24,10 +24,10 @@ from hostatlas.inventory.schemas import (
     ChangeOut,
     ContainerOut,
     DomainOut,
-    ServerRef,
     ServiceOut,
 )
 from hostatlas.servers.models import Server
+from hostatlas.servers.schemas import ServerRef
 from hostatlas.servers.service import get_server
 
 router = APIRouter(prefix="/api/v1", tags=["Inventory"])

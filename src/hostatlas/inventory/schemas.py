@@ -6,11 +6,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hostatlas.http.types import Id, Int64, NonNegativeInt, Timestamp
-
-
-class ServerRef(BaseModel):
-    id: Id
-    hostname: str
+from hostatlas.servers.schemas import ServerRef
 
 
 class InventoryItem(BaseModel):

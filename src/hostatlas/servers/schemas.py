@@ -13,6 +13,13 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
                                        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$"), Storable]
 
 
+class ServerRef(BaseModel):
+    """Which server an item belongs to, as every list that spans servers names it."""
+
+    id: Id
+    hostname: str
+
+
 class ServerSummary(BaseModel):
     """A server as lists and event payloads show it."""
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hostatlas.inventory.schemas import ServerRef
+from hostatlas.servers.schemas import ServerRef
 
 
 class MetricSeriesIn(BaseModel):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,9 +10,10 @@ import orjson
 from sqlalchemy.orm import Session
 
 from hostatlas.errors import InvalidInput
+from hostatlas.http import cursors
 from hostatlas.http.types import MAX_INT64, MAX_UNIX, MIN_UNIX, text_problem
-from hostatlas.inventory.schemas import ServerRef
 from hostatlas.servers.models import Server
+from hostatlas.servers.schemas import ServerRef
 from hostatlas.servers.service import listing
 from hostatlas.telemetry.model import Agg, LogQuery, Series, SeriesQuery, StoredLog, TelemetryStore
 from hostatlas.telemetry.query import Problems, Window, check_levels, parse_time
@@ -73,15 +72,11 @@ def log_out(log: StoredLog, servers: dict[int, str]) -> LogOut:
                   level=log.level, message=log.message, fields=orjson.loads(log.fields), line=log.line)
 
 
-def _encode_cursor(values: list[object]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
-
-
 def _decode_cursor(cursor: str, valid: Callable[[Any], bool]) -> Any:
     """The cursor's JSON value if ``valid`` holds for it; a forged or damaged cursor is a 422."""
     try:
-        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):  # orjson's decode error is a ValueError
+        value = cursors.decode(cursor)
+    except ValueError:
         value = None
     if value is None or not valid(value):
         raise InvalidInput.single("cursor", "invalid_cursor", "The cursor is not valid for this list")
@@ -89,7 +84,7 @@ def _decode_cursor(cursor: str, valid: Callable[[Any], bool]) -> Any:
 
 
 def encode_log_cursor(log: StoredLog) -> str:
-    return _encode_cursor([log.ts, log.id])
+    return cursors.encode([log.ts, log.id])
 
 
 def _is_log_position(value: Any) -> bool:
@@ -137,4 +132,4 @@ def page_of_names(names: list[tuple[str, str]], *, per_page: int,
     ordered = sorted(names)
     rest = [name for name in ordered if after is None or name > after]
     page = rest[:per_page]
-    return page, len(ordered), _encode_cursor(list(page[-1])) if len(rest) > per_page else None
+    return page, len(ordered), cursors.encode(list(page[-1])) if len(rest) > per_page else None
