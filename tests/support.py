@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,3 +146,13 @@ SEED_SNAPSHOT: dict[str, list[dict[str, object]]] = {
                       "issuer": "CN=R3, O=Let's Encrypt", "domains": ["app.example.com", "api.example.com"],
                       "not_after": "2026-08-14T12:00:00Z"}],
 }
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0, interval: float = 0.02,
+               what: str = "the condition") -> None:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

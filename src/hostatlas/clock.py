@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def now_unix() -> float:
+    """The same clock as ``utcnow``, as unix seconds (telemetry's timestamps are floats)."""
+    return time.time()
 
 
 def isoformat_z(moment: datetime) -> str:
