@@ -12,6 +12,7 @@ serve: deps
 lint: deps
 	uv run --frozen ruff check .
 	uv run --frozen mypy
+	uv run --frozen lint-imports --no-cache
 
 # The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse). Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.

@@ -7,8 +7,8 @@ import copy
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from hostatlas import runtime
 from hostatlas.db.engine import Database
+from hostatlas.http import runtime
 from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 

@@ -10,7 +10,7 @@ import pytest
 import zstandard
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
+from hostatlas.http import runtime
 from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
 from hostatlas.app import flush_buffers
+from hostatlas.http import runtime
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 
 HOSTILE: dict[str, bytes] = {

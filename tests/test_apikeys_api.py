@@ -9,9 +9,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import event, inspect, text
 
-from hostatlas import runtime
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
+from hostatlas.http import runtime
 from tests.support import Story, bearer
 
 

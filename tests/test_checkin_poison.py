@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from hostatlas import runtime
 from hostatlas.app import create_app, flush_buffers
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
+from hostatlas.http import runtime
 from hostatlas.jobs import replayers
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.models import QuarantinedItem

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
 from hostatlas.db.engine import Database
+from hostatlas.http import runtime
 from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, assert_envelope, bearer, enrol, host_facts
 

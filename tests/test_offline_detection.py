@@ -12,11 +12,11 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from hostatlas import runtime
 from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
+from hostatlas.http import runtime
 from hostatlas.jobs import ALL
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.jobs import mark_offline

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from hostatlas import runtime
 from hostatlas.app import create_app, flush_buffers
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
+from hostatlas.http import runtime
 from hostatlas.pipelines import quarantine
 from hostatlas.settings import Settings
 from tests.support import Story, bearer, enrol

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
+from hostatlas.http import runtime
 from hostatlas.outbound import Outbound, OutboundError, blocked
 from hostatlas.webhooks.service import Destinations
 from tests.support import Story, assert_envelope, bearer

@@ -21,9 +21,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
+from hostatlas.http import runtime
 from hostatlas.jobs import replayers
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.models import QuarantinedItem

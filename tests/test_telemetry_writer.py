@@ -16,10 +16,10 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
 from hostatlas.app import create_app
 from hostatlas.db.engine import Database
 from hostatlas.errors import Unavailable
+from hostatlas.http import runtime
 from hostatlas.settings import Settings
 from hostatlas.telemetry.embedded import EmbeddedStore
 from hostatlas.telemetry.ingest import limits_of

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from hostatlas import runtime
 from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events import service as events
+from hostatlas.http import runtime
 from hostatlas.settings import Settings
 from hostatlas.webhooks.dispatcher import Dispatcher
 from hostatlas.webhooks.service import Destinations

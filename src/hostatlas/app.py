@@ -34,13 +34,13 @@ from hostatlas.http.docs import with_raw_body_schemas
 from hostatlas.http.errors import install_error_handlers
 from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import KnownCheck, RateLimiter
+from hostatlas.http.runtime import Runtime
 from hostatlas.inventory.routes import router as inventory_router
 from hostatlas.logging import configure as configure_logging
 from hostatlas.observability import endpoints as observability
 from hostatlas.observability.readiness import Backlog, Sources
 from hostatlas.outbound import Resolver, system_resolver
 from hostatlas.pipelines.quarantine import describe
-from hostatlas.runtime import Runtime
 from hostatlas.servers.agent_auth import AgentAuthenticator
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.routes import router as servers_router
@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None,
         lifespan=_lifespan(app_runtime, worker, run_worker),
     )
-    app.state.runtime = app_runtime  # read back through hostatlas.runtime.of, the one typed accessor
+    app.state.runtime = app_runtime  # read back through hostatlas.http.runtime.of, the one typed accessor
 
     install_error_handlers(app)
     # The last added runs first: ApiGuard (ids, limits, size caps), then decompression, then the agent

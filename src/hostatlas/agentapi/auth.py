@@ -6,8 +6,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from hostatlas import runtime, tokens
+from hostatlas import tokens
 from hostatlas.errors import Unauthenticated
+from hostatlas.http import runtime
 from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
 
 agent_bearer = HTTPBearer(auto_error=False, scheme_name="AgentToken",

@@ -17,9 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hostatlas import runtime, tokens
+from hostatlas import tokens
 from hostatlas.agentapi.schemas import CheckInRequest, CheckInResponse
 from hostatlas.errors import DomainError
+from hostatlas.http import runtime
 from hostatlas.http.asgi import header, read_body, replay_body, send_json
 from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
 from hostatlas.servers.checkins import CheckinBuffer, check_in

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy.orm import Session
 
-from hostatlas import runtime, tokens
+from hostatlas import tokens
 from hostatlas.agentapi.auth import agent_identity
 from hostatlas.agentapi.schemas import (
     CheckInRequest,
@@ -24,10 +24,11 @@ from hostatlas.agentconfig.schemas import EffectiveConfig
 from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
 from hostatlas.errors import NotFound, Unauthenticated
+from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors, raw_json_body
+from hostatlas.http.runtime import AppRuntime
 from hostatlas.inventory.discovery import apply_snapshot
-from hostatlas.runtime import AppRuntime
 from hostatlas.servers import checkins
 from hostatlas.servers import service as servers
 from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity

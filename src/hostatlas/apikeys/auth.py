@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from hostatlas import runtime, tokens
+from hostatlas import tokens
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys.service import authenticate
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.clock import utcnow
 from hostatlas.errors import PermissionDenied, Unauthenticated
+from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 
 bearer_scheme = HTTPBearer(

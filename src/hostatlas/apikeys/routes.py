@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request, Security
 from pydantic import StringConstraints
 from sqlalchemy import select
 
-from hostatlas import runtime
 from hostatlas.apikeys import service
 from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.apikeys.models import ApiKey, KeyStatus
@@ -22,6 +21,7 @@ from hostatlas.apikeys.schemas import (
     ApiKeyUpdate,
 )
 from hostatlas.clock import utcnow
+from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from hostatlas import runtime
+from hostatlas.http import runtime
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 
 from hostatlas import tokens
+from hostatlas.clock import now_unix
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ class Decision:
 
     @property
     def retry_after(self) -> int:
-        return max(1, math.ceil(self.reset_at - time.time()))
+        return max(1, math.ceil(self.reset_at - now_unix()))
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         values = [("X-RateLimit-Limit", self.limit), ("X-RateLimit-Remaining", self.remaining),
@@ -93,10 +93,10 @@ class _LocalWindows:
         self.amount = amount
         self.seconds = seconds
         self._windows: dict[str, list[float]] = {}
-        self._swept_at = time.time()
+        self._swept_at = now_unix()
 
     def hit(self, identity: str) -> Decision:
-        now = time.time()
+        now = now_unix()
         window = self._windows.get(identity)
         if window is None or window[1] <= now:
             window = self._windows[identity] = [0, now + self.seconds]
@@ -127,5 +127,5 @@ class RateLimiter:
         except Exception as exc:
             # A limiter outage must not take the API down with it: let the request through, loudly.
             log.warning("rate_limiter_unavailable", error=type(exc).__name__)
-            return Decision(True, self.item.amount, self.item.amount, time.time() + self.item.get_expiry())
+            return Decision(True, self.item.amount, self.item.amount, now_unix() + self.item.get_expiry())
         return Decision(allowed, self.item.amount, stats.remaining, stats.reset_time)

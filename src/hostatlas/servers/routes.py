@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Security
 from pydantic import StringConstraints
 
-from hostatlas import runtime
 from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
+from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, PageMeta, list_params, paginate

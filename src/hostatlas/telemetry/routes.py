@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Security
 from pydantic import StringConstraints
 
-from hostatlas import runtime
 from hostatlas.apikeys.auth import Principal, authenticated
+from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import Page, PageMeta

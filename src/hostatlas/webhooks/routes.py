@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from pydantic import StringConstraints
 from sqlalchemy import select
 
-from hostatlas import runtime
 from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
+from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
