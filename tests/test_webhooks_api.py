@@ -12,9 +12,11 @@ from fastapi.testclient import TestClient
 from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
+from hostatlas.errors import InvalidInput
 from hostatlas.events import service as events
 from hostatlas.http import runtime
 from hostatlas.settings import Settings
+from hostatlas.webhooks import service
 from hostatlas.webhooks.dispatcher import Dispatcher
 from hostatlas.webhooks.service import Destinations
 from tests.receiver import Reply, receiver
@@ -205,3 +207,23 @@ def test_scopes_and_team_walls(client: TestClient, story: Story) -> None:
     assert deleted.status_code == 204
     assert_envelope(client.get(f"/api/v1/webhooks/{created['id']}", headers=bearer(story.admin_a)), 404,
                     "webhook_not_found")
+
+
+def test_a_field_left_out_is_kept_and_null_is_refused_but_for_events(client: TestClient, story: Story,
+                                                                     db: Database) -> None:
+    created = client.post("/api/v1/webhooks", headers=bearer(story.admin_a),
+                          json={"url": f"http://{PUBLIC_ADDRESS}/", "events": ["server.offline"]}).json()
+    path = f"/api/v1/webhooks/{created['id']}"
+    refused = client.patch(path, headers=bearer(story.admin_a), json={"url": None, "description": None})
+    fields = assert_envelope(refused, 422, "validation_failed")["fields"]
+    assert isinstance(fields, list)
+    assert sorted((problem["field"], problem["code"]) for problem in fields) == [("description", "null"),
+                                                                                 ("url", "null")]
+    everything = client.patch(path, headers=bearer(story.admin_a), json={"events": None})
+    assert everything.status_code == 200 and everything.json()["events"] is None
+    assert everything.json()["url"] == created["url"]
+    # The rule is the service's: a caller other than the API cannot store a null either.
+    with db.session(write=True) as session, pytest.raises(InvalidInput) as refusal:
+        service.update_webhook(session, service.get_webhook(session, team_id=story.team_a, webhook_id=created["id"]),
+                               {"enabled": None}, utcnow(), Destinations(allow_private=False))
+    assert [(problem.field, problem.code) for problem in refusal.value.fields] == [("enabled", "null")]

@@ -22,7 +22,7 @@ from hostatlas.pipelines.health import PipelineHealth
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings
 from hostatlas.webhooks import service
-from hostatlas.webhooks.dispatcher import Dispatcher, Outcome
+from hostatlas.webhooks.dispatcher import AttemptResult, Dispatcher
 from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from tests.receiver import Reply, receiver
 from tests.support import Story
@@ -113,8 +113,8 @@ def test_an_attempt_that_cannot_be_recorded_sets_its_delivery_aside_and_the_othe
     claims = sorted(dispatcher.claim(10), key=lambda claimed: claimed.webhook_id != webhook_a.id)
     now = utcnow()
     # A duration no INTEGER column holds: a stand-in for any attempt the database refuses to log.
-    dispatcher.record([Outcome(claims[0], now, 3, {}, Answer(200, b"thanks", 3), None),
-                       Outcome(claims[1], now, TOO_BIG, {}, Answer(200, b"thanks", 3), None)], now)
+    dispatcher.record([AttemptResult(claims[0], now, 3, {}, Answer(200, b"thanks", 3), None),
+                       AttemptResult(claims[1], now, TOO_BIG, {}, Answer(200, b"thanks", 3), None)], now)
 
     [recorded] = _deliveries(db, webhook_a.id)
     assert recorded.status == "succeeded" and recorded.attempts == 1

@@ -3,6 +3,7 @@ claimed delivery is completed by another once its lease expires."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from hostatlas.events import service as events
 from hostatlas.webhooks import service
 from hostatlas.webhooks.models import WebhookDelivery
 from tests.receiver import Received, Reply, receiver
-from tests.support import Story, hostatlas_command
+from tests.support import Story, hostatlas_command, wait_until
 
 
 def _worker(tmp_path: Path, database_url: str, **env: str) -> subprocess.Popen[bytes]:
@@ -47,13 +48,20 @@ def _stop(workers: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
 def _wait_until_started(tmp_path: Path, count: int, timeout: float = 60) -> None:
     """Both workers must be running before the queue is judged shared: a loaded machine can take seconds to
     start one, and a SIGTERM that arrives before its handler is installed kills it (exit -15)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        started = sum("worker_started" in path.read_text() for path in tmp_path.glob("worker-*.log"))
-        if started >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} workers started within {timeout} s:\n" + _logs(tmp_path))
+    def started() -> bool:
+        return sum("worker_started" in path.read_text() for path in tmp_path.glob("worker-*.log")) >= count
+
+    try:
+        wait_until(started, timeout=timeout, interval=0.05, what=f"{count} workers to start")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n" + _logs(tmp_path)) from None
+
+
+def _wait_for_statuses(db: Database, expected: Counter[str], timeout: float) -> None:
+    """Until the deliveries are all as expected; the assertion after it, with the workers' logs, says what they
+    were if not."""
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: _statuses(db) == expected, timeout=timeout, interval=0.1, what=str(expected))
 
 
 def _logs(tmp_path: Path) -> str:
@@ -90,9 +98,7 @@ def test_a_killed_workers_delivery_is_completed_by_another(db: Database, story: 
         assert _statuses(db) == Counter({"pending": 1})
         second = _worker(tmp_path, database_url, HOSTATLAS_WEBHOOK_LEASE_SECONDS="2")
         try:
-            deadline = time.monotonic() + 20
-            while _statuses(db) != Counter({"succeeded": 1}) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            _wait_for_statuses(db, Counter({"succeeded": 1}), timeout=20)
         finally:
             _stop([second], tmp_path)
         assert _statuses(db) == Counter({"succeeded": 1}), _logs(tmp_path)
@@ -113,9 +119,7 @@ def test_two_workers_share_the_queue_without_double_delivery(db: Database, story
         workers = [_worker(tmp_path, database_url, HOSTATLAS_WEBHOOK_CONCURRENCY="8") for _ in range(2)]
         try:
             _wait_until_started(tmp_path, 2)
-            deadline = time.monotonic() + 60
-            while _statuses(db) != Counter({"succeeded": 300}) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            _wait_for_statuses(db, Counter({"succeeded": 300}), timeout=60)
         finally:
             _stop(workers, tmp_path)
         assert _statuses(db) == Counter({"succeeded": 300}), _logs(tmp_path)

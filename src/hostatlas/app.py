@@ -36,6 +36,7 @@ from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import KnownCheck, RateLimiter
 from hostatlas.http.runtime import Runtime
 from hostatlas.inventory.routes import router as inventory_router
+from hostatlas.inventory.service import server_views
 from hostatlas.logging import configure as configure_logging
 from hostatlas.observability import endpoints as observability
 from hostatlas.observability.readiness import Backlog, Sources
@@ -47,6 +48,7 @@ from hostatlas.servers.routes import router as servers_router
 from hostatlas.settings import Settings, get_settings
 from hostatlas.telemetry.routes import router as telemetry_router
 from hostatlas.telemetry.runtime import Telemetry
+from hostatlas.webhooks import payloads as webhook_payloads
 from hostatlas.webhooks.models import WebhookDelivery
 from hostatlas.webhooks.routes import router as webhooks_router
 from hostatlas.webhooks.service import Destinations
@@ -144,7 +146,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     secretbox.install(secretbox.load(settings))
     app_runtime = Runtime(settings, db or Database(settings.resolved_database_url), owns_db=db is None)
     app_runtime.add(KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution)))
-    app_runtime.add(CheckinBuffer())
+    views = server_views()  # how servers are shown and announced, with what the inventory found on them
+    app_runtime.add(views)
+    app_runtime.add(CheckinBuffer(views))
     app_runtime.add(AgentAuthenticator(settings.agent_auth_cache_seconds))
     app_runtime.add(Destinations(settings.webhook_allow_private, resolver))
     worker = Worker(app_runtime.db, settings, jobs.ALL,
@@ -208,7 +212,8 @@ def _document_raw_bodies(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_raw_body_schemas(build())
+            # webhook_payloads: the top-level webhooks section, every event's delivery body and headers.
+            app.openapi_schema = webhook_payloads.document(with_raw_body_schemas(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Security
 from pydantic import StringConstraints
-from sqlalchemy import select
 
 from hostatlas.apikeys.auth import Principal, authenticated
+from hostatlas.events import service
 from hostatlas.events.models import Event
 from hostatlas.events.schemas import EventOut
 from hostatlas.http.deps import DbSession
@@ -32,16 +32,7 @@ def list_events(principal: Reader, session: DbSession, params: ListParams = Depe
                 after_id: CountQuery | None = Query(None, description="Only events with a larger id"),
                 since: TimestampIn | None = Query(None, description="Created at or after (ISO-8601)"),
                 until: TimestampIn | None = Query(None, description="Created before (ISO-8601)")) -> Page[EventOut]:
-    stmt = select(Event).where(Event.team_id == principal.team_id)
-    if type:
-        stmt = stmt.where(Event.type.in_(type))
-    if server_id is not None:
-        stmt = stmt.where(Event.server_id == server_id)
-    if after_id is not None:
-        stmt = stmt.where(Event.id > after_id)
-    if since is not None:
-        stmt = stmt.where(Event.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(Event.created_at < until)
+    stmt = service.listing(principal.team_id, types=type, server_id=server_id, after_id=after_id, since=since,
+                           until=until)
     page = paginate(session, stmt, id_column=Event.id, params=params, sortable={"created_at": Event.created_at})
     return page_of(page, EventOut.of)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from hostatlas.events.models import Event
@@ -16,11 +18,15 @@ SERVER_REGISTERED = "server.registered"
 SERVER_DELETED = "server.deleted"
 INVENTORY_CHANGED = "inventory.changed"
 
-# What a webhook may subscribe to: the seed's catalogue (features not built yet emit theirs when they
-# land) plus the platform's own server and inventory events. A webhook without a list gets every event.
+# In the seed's catalogue, for features not built yet: a webhook may subscribe to them already, and nothing
+# emits them until their feature lands (with its payload model in webhooks.payloads).
+PLANNED_EVENTS = ("incident.created", "incident.resolved", "alert.triggered", "alert.resolved", "ssl.expiring",
+                  "heartbeat.missed")
+
+# What a webhook may subscribe to: the seed's catalogue plus the platform's own server and inventory events.
+# A webhook without a list gets every event.
 WEBHOOK_EVENTS = (
-    SERVER_OFFLINE, SERVER_ONLINE, "incident.created", "incident.resolved", "alert.triggered", "alert.resolved",
-    "ssl.expiring", "heartbeat.missed", SERVER_REGISTERED, SERVER_DELETED, INVENTORY_CHANGED,
+    SERVER_OFFLINE, SERVER_ONLINE, *PLANNED_EVENTS, SERVER_REGISTERED, SERVER_DELETED, INVENTORY_CHANGED,
 )
 
 
@@ -31,3 +37,21 @@ def record(session: Session, *, team_id: int, type: str, resource_type: str, res
                   server_id=server_id, payload=payload, created_at=at)
     session.add(event)
     return event
+
+
+def listing(team_id: int, *, types: Sequence[str] | None, server_id: int | None, after_id: int | None,
+            since: datetime | None, until: datetime | None) -> Select[Event]:
+    """The team's events, filtered (the caller pages and sorts): of any of ``types``, about ``server_id``, past
+    ``after_id`` (to catch up), created in [``since``, ``until``)."""
+    stmt = select(Event).where(Event.team_id == team_id)
+    if types:
+        stmt = stmt.where(Event.type.in_(types))
+    if server_id is not None:
+        stmt = stmt.where(Event.server_id == server_id)
+    if after_id is not None:
+        stmt = stmt.where(Event.id > after_id)
+    if since is not None:
+        stmt = stmt.where(Event.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Event.created_at < until)
+    return stmt

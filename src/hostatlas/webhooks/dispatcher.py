@@ -14,9 +14,13 @@ its own asyncio loop in a thread of its own:
 - **send**: claimed deliveries wait in a queue per webhook and are sent concurrently, at most
   ``webhook_concurrency`` in flight and ``webhook_per_endpoint`` per webhook, so one slow or dead
   endpoint never holds up the others.
-- **record**: every attempt is logged; a 2xx succeeds; 410 fails the delivery and disables the webhook;
-  anything else is retried after the next delay of ``HOSTATLAS_WEBHOOK_RETRY_SCHEDULE`` (with ±10%
-  jitter), or after ``Retry-After`` on a 429 or 503; after the last retry the delivery is ``failed``.
+- **record**: every attempt is logged, and its delivery moved on by the retry rule (``webhooks.retries``,
+  pure): a 2xx succeeds; 410 fails the delivery and disables the webhook; anything else is retried after
+  the next delay of ``HOSTATLAS_WEBHOOK_RETRY_SCHEDULE`` (with ±10% jitter), or after ``Retry-After`` on a
+  429 or 503; after the last retry the delivery is ``failed``.
+
+``Dispatcher.run`` does these steps in turn, each a method of its own, with what it carries from one turn
+to the next in a ``LoopState``.
 
 One bad item never stops the line (``pipelines.isolation``): a fan-out or a recording that fails is done
 again in halves. An event whose deliveries cannot be made alone is set aside (``webhooks.fanout``) and
@@ -34,9 +38,8 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import structlog
@@ -55,6 +58,7 @@ from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings
 from hostatlas.webhooks.fanout import FAN_OUT, make_deliveries, set_event_aside
 from hostatlas.webhooks.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
+from hostatlas.webhooks.retries import next_state
 from hostatlas.webhooks.service import TEST_EVENT, disable, signing_secrets
 from hostatlas.webhooks.signing import signature_headers
 
@@ -64,8 +68,6 @@ FAN_OUT_BATCH = 500
 FAN_OUT_EVERY_SECONDS = 0.25
 IDLE_POLL_SECONDS = 0.25
 RESPONSE_EXCERPT_CHARS = 2048
-MAX_RETRY_AFTER_SECONDS = 86_400
-JITTER = 0.1
 RECORD_BATCH = 64
 RECORD_EVERY_SECONDS = 0.1
 # The loop holds (claims ahead) up to this many times webhook_per_endpoint of each webhook, so that claims
@@ -106,13 +108,65 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttemptResult:
+    """One attempt at a claimed delivery, as sent and as answered (``answer`` None: no answer came)."""
+
     claimed: Claimed
     started_at: datetime
     duration_ms: int
     request_headers: dict[str, str]
     answer: Answer | None
     error: OutboundError | None
+
+
+@dataclass
+class LoopState:
+    """What ``Dispatcher.run`` carries from one turn to the next, and its bookkeeping (no I/O here)."""
+
+    hold: int  # per webhook: claimed ahead plus in flight
+    capacity: int  # the same, over every webhook
+    # Claimed, not yet started, per webhook, each with the monotonic time its lease runs out.
+    queues: dict[int, deque[tuple[Claimed, float]]] = field(default_factory=dict)
+    sending: Counter[int] = field(default_factory=Counter)  # in flight, per webhook
+    in_flight: set[asyncio.Task[AttemptResult]] = field(default_factory=set)
+    finished: list[AttemptResult] = field(default_factory=list)  # not recorded yet
+    fanned_out_at: float = 0.0
+    claimed_at: float = 0.0
+    first_finished_at: float = 0.0  # when the oldest of ``finished`` finished
+    claim_came_back_full: bool = True
+    at_hold: set[int] = field(default_factory=set)  # webhooks held up to their hold at the last claim: more due
+
+    def held(self) -> Counter[int]:
+        """Per webhook: queued plus in flight (webhooks at zero left out)."""
+        return Counter({webhook_id: len(queue) for webhook_id, queue in self.queues.items()}) + self.sending
+
+    def claim_due(self, held: Counter[int], now: float) -> bool:
+        """After a claim that came back short, claim again only once a webhook that reached its hold is down to
+        half of it, or after CLAIM_EVERY_SECONDS (to find other webhooks' new work)."""
+        return self.claim_came_back_full or now - self.claimed_at >= CLAIM_EVERY_SECONDS \
+            or any(held[webhook_id] <= self.hold // 2 for webhook_id in self.at_hold)
+
+    def took(self, claimed: list[Claimed], *, asked: int, leased_until: float) -> None:
+        self.claim_came_back_full = len(claimed) == asked
+        for item in claimed:
+            self.queues.setdefault(item.webhook_id, deque()).append((item, leased_until))
+        self.at_hold = {webhook_id for webhook_id, count in self.held().items() if count >= self.hold}
+
+    def collected(self, results: list[AttemptResult], now: float) -> None:
+        if results and not self.finished:
+            self.first_finished_at = now
+        for result in results:
+            self.finished.append(result)
+            self.sending[result.claimed.webhook_id] -= 1
+
+    def record_due(self, now: float) -> bool:
+        """Record RECORD_BATCH at a time, or once nothing is in flight, or RECORD_EVERY_SECONDS after the oldest."""
+        return bool(self.finished) and (len(self.finished) >= RECORD_BATCH or not self.in_flight
+                                         or now - self.first_finished_at >= RECORD_EVERY_SECONDS)
+
+    def recorded(self) -> None:
+        self.finished = []
+        self.sending = +self.sending  # forget webhooks down to zero
 
 
 class Dispatcher:
@@ -258,7 +312,7 @@ class Dispatcher:
 
     # -- send --
 
-    async def attempt(self, claimed: Claimed) -> Outcome:
+    async def attempt(self, claimed: Claimed) -> AttemptResult:
         started_at = self.clock()
         body = claimed.body.encode()
         headers = {"Content-Type": "application/json", "User-Agent": f"HostAtlas-Webhooks/{__version__}",
@@ -274,24 +328,24 @@ class Dispatcher:
         except Exception as exc:  # anything unforeseen is one failed attempt, not a dead dispatcher
             error = OutboundError("connection_error", f"{type(exc).__name__}: {exc}"[:500])
         duration_ms = answer.duration_ms if answer else round((time.perf_counter() - began) * 1000)
-        return Outcome(claimed, started_at, duration_ms, headers, answer, error)
+        return AttemptResult(claimed, started_at, duration_ms, headers, answer, error)
 
     # -- record --
 
-    def record(self, outcomes: list[Outcome], now: datetime | None = None) -> None:
+    def record(self, results: list[AttemptResult], now: datetime | None = None) -> None:
         """Log every attempt and move each delivery on, in one transaction (halves of it if that fails)."""
-        if not outcomes:
+        if not results:
             return
         now = now or self.clock()
-        done = write_isolating(outcomes, lambda batch: self._record(batch, now), batch=len(outcomes))
-        for outcome, exc in done.poison:
-            self._set_delivery_aside(outcome, exc, now)
+        done = write_isolating(results, lambda batch: self._record(batch, now), batch=len(results))
+        for result, exc in done.poison:
+            self._set_delivery_aside(result, exc, now)
         if done.outage is not None:
             self.health.failed(DELIVERY, quarantine.describe(done.outage))
             raise done.outage
         self.health.succeeded(DELIVERY)
 
-    def _record(self, outcomes: list[Outcome], now: datetime) -> None:
+    def _record(self, results: list[AttemptResult], now: datetime) -> None:
         attempts: list[dict[str, object]] = []
         moves: list[dict[str, object]] = []
         gone: set[int] = set()
@@ -300,25 +354,25 @@ class Dispatcher:
             # a deletion now waits for this transaction instead of failing it; in id order, as
             # service.delete_webhook locks them, so that the two cannot deadlock.
             existing = set(session.scalars(select(DELIVERIES.c.id).where(
-                DELIVERIES.c.id.in_([outcome.claimed.id for outcome in outcomes]))
+                DELIVERIES.c.id.in_([result.claimed.id for result in results]))
                 .order_by(DELIVERIES.c.id).with_for_update()))
-            for outcome in outcomes:
-                if outcome.claimed.id not in existing:
+            for result in results:
+                if result.claimed.id not in existing:
                     continue
-                claimed, answer, number = outcome.claimed, outcome.answer, outcome.claimed.attempts + 1
+                claimed, answer, number = result.claimed, result.answer, result.claimed.attempts + 1
                 status = answer.status if answer else None
-                error = outcome.error.kind if outcome.error else (None if status and 200 <= status < 300
+                error = result.error.kind if result.error else (None if status and 200 <= status < 300
                                                                    else "http_status")
                 excerpt = _excerpt(answer.body) if answer else None
                 attempts.append({
-                    "delivery_id": claimed.id, "number": number, "started_at": outcome.started_at,
-                    "duration_ms": outcome.duration_ms, "url": claimed.url, "request_headers": outcome.request_headers,
+                    "delivery_id": claimed.id, "number": number, "started_at": result.started_at,
+                    "duration_ms": result.duration_ms, "url": claimed.url, "request_headers": result.request_headers,
                     "response_status": status, "response_body": excerpt, "error": error,
-                    "error_detail": _storable(outcome.error.detail[:500]) if outcome.error else None})
-                state = self._next_state(outcome, number, now)
-                moves.append({"b_id": claimed.id, "b_attempts": number, "b_status": state["status"],
-                              "b_completed": state["completed_at"], "b_next": state["next_attempt_at"]})
-                if status == 410:
+                    "error_detail": _storable(result.error.detail[:500]) if result.error else None})
+                state = next_state(answer, number, self.schedule, now, draw=self.rng())
+                moves.append({"b_id": claimed.id, "b_attempts": number, "b_status": state.status.value,
+                              "b_completed": state.completed_at, "b_next": state.next_attempt_at})
+                if state.disables_webhook:
                     gone.add(claimed.webhook_id)
             if not moves:
                 return
@@ -332,13 +386,13 @@ class Dispatcher:
             if gone:
                 disable(session, sorted(gone), reason="The endpoint answered 410 Gone", now=now)
 
-    def _set_delivery_aside(self, outcome: Outcome, exc: Exception, now: datetime) -> None:
+    def _set_delivery_aside(self, result: AttemptResult, exc: Exception, now: datetime) -> None:
         """Fail a delivery whose attempt could not be recorded, and quarantine it: sending it again and
         again, never knowing how it went, would help no one. Replaying puts it back in the queue."""
-        claimed = outcome.claimed
-        attempt = {"number": claimed.attempts + 1, "started_at": outcome.started_at.isoformat(),
-                   "response_status": outcome.answer.status if outcome.answer else None,
-                   "error": outcome.error.kind if outcome.error else None}
+        claimed = result.claimed
+        attempt = {"number": claimed.attempts + 1, "started_at": result.started_at.isoformat(),
+                   "response_status": result.answer.status if result.answer else None,
+                   "error": result.error.kind if result.error else None}
         try:
             with self.db.session(write=True) as session:
                 # Only while still ours: a worker that took the lease over decides now.
@@ -349,18 +403,6 @@ class Dispatcher:
             # Its lease expires and it is sent again: at least once, as after any failed recording.
             log.exception("webhook_set_aside_failed", delivery=claimed.delivery_id)
 
-    def _next_state(self, outcome: Outcome, number: int, now: datetime) -> dict[str, object]:
-        answer = outcome.answer
-        if answer is not None and 200 <= answer.status < 300:
-            return {"status": DeliveryStatus.SUCCEEDED.value, "completed_at": now, "next_attempt_at": None}
-        if (answer is not None and answer.status == 410) or number > len(self.schedule):
-            return {"status": DeliveryStatus.FAILED.value, "completed_at": now, "next_attempt_at": None}
-        delay = self.schedule[number - 1] * (1 + JITTER * (2 * self.rng() - 1))
-        if answer is not None and answer.status in (429, 503):
-            delay = _retry_after(answer, now) or delay
-        return {"status": DeliveryStatus.PENDING.value, "completed_at": None,
-                "next_attempt_at": now + timedelta(seconds=delay)}
-
     # -- the loop --
 
     async def run_once(self, now: datetime | None = None) -> int:
@@ -368,9 +410,9 @@ class Dispatcher:
         try:
             await asyncio.to_thread(self.fan_out, now)
             claimed = await asyncio.to_thread(self.claim, self.settings.webhook_concurrency, None, now=now)
-            outcomes = await asyncio.gather(*(self.attempt(item) for item in claimed))
-            await asyncio.to_thread(self.record, list(outcomes), now)
-            return len(outcomes)
+            results = await asyncio.gather(*(self.attempt(item) for item in claimed))
+            await asyncio.to_thread(self.record, list(results), now)
+            return len(results)
         finally:
             await self.outbound.aclose()  # its connections belong to this event loop
 
@@ -381,93 +423,88 @@ class Dispatcher:
         ``webhook_per_endpoint`` each, twice ``webhook_concurrency`` in all) and started from there as
         each webhook's slots free up; finished attempts are recorded 64 at a time (or after 0.1 s). A
         transaction per attempt, or a claim per finished attempt, would cost the database more than the
-        sending does.
+        sending does. Each turn: fan out and claim (when due), start, collect, record (when due).
         """
-        queues: dict[int, deque[tuple[Claimed, float]]] = {}  # claimed, not yet started, per webhook
-        sending: Counter[int] = Counter()  # in flight, per webhook
-        in_flight: set[asyncio.Task[Outcome]] = set()
-        finished: list[Outcome] = []
-        fanned_out_at = first_finished_at = claimed_at = 0.0
-        claim_came_back_full = True
-        at_hold: set[int] = set()  # webhooks held up to their hold at the last claim: they have more due
-        capacity = 2 * self.settings.webhook_concurrency
-        hold = HOLD_PER_ENDPOINT * self.settings.webhook_per_endpoint
-        while not stopping.is_set() or in_flight or finished:
-            if stopping.is_set() and queues:
-                await self._give_back(queues)
+        state = LoopState(hold=HOLD_PER_ENDPOINT * self.settings.webhook_per_endpoint,
+                          capacity=2 * self.settings.webhook_concurrency)
+        while not stopping.is_set() or state.in_flight or state.finished:
+            if stopping.is_set() and state.queues:
+                await self._give_back(state)
             try:
-                if not stopping.is_set() and time.monotonic() - fanned_out_at >= FAN_OUT_EVERY_SECONDS:
-                    fanned_out_at = time.monotonic()
-                    while await asyncio.to_thread(self.fan_out) == FAN_OUT_BATCH:
-                        pass
-                held = Counter({webhook_id: len(queue) for webhook_id, queue in queues.items()}) + sending
-                room = 0 if stopping.is_set() else capacity - sum(held.values())
-                due = claim_came_back_full or time.monotonic() - claimed_at >= CLAIM_EVERY_SECONDS \
-                    or any(held[webhook_id] <= hold // 2 for webhook_id in at_hold)
-                if room >= capacity // 4 and due:
-                    claimed_at = time.monotonic()
-                    claimed = await asyncio.to_thread(self.claim, room, dict(held), per_webhook=hold)
-                    claim_came_back_full = len(claimed) == room
-                    leased_until = time.monotonic() + self.lease.total_seconds()
-                    for item in claimed:
-                        queues.setdefault(item.webhook_id, deque()).append((item, leased_until))
-                        held[item.webhook_id] += 1
-                    at_hold = {webhook_id for webhook_id, count in held.items() if count >= hold}
+                if not stopping.is_set():
+                    await self._fan_out_when_due(state)
+                await self._claim_when_due(state, stopping=stopping.is_set())
             except Exception:
                 log.exception("webhook_dispatch_failed")
-            started, stale = self._start_queued(queues, sending, len(in_flight))
-            in_flight |= started
+            stale = self._start_queued(state)
             if stale:
                 await self._release(stale)
-            if in_flight:
-                done, in_flight = await asyncio.wait(in_flight, timeout=RECORD_EVERY_SECONDS,
-                                                     return_when=asyncio.FIRST_COMPLETED)
-                if done and not finished:
-                    first_finished_at = time.monotonic()
-                for task in done:
-                    finished.append(task.result())
-                    sending[finished[-1].claimed.webhook_id] -= 1
-            elif not finished:
+            if state.in_flight:
+                await self._collect(state)
+            elif not state.finished:
                 await asyncio.sleep(IDLE_POLL_SECONDS)  # nothing claimed, nothing to record
                 continue
-            if finished and (len(finished) >= RECORD_BATCH or not in_flight
-                             or time.monotonic() - first_finished_at >= RECORD_EVERY_SECONDS):
-                try:
-                    await asyncio.to_thread(self.record, finished)
-                except Exception:
-                    # The leases expire and the deliveries are tried again: at least once.
-                    log.exception("webhook_record_failed", attempts=len(finished))
-                finished = []
-                sending = +sending  # forget webhooks down to zero
+            if state.record_due(time.monotonic()):
+                await self._record_finished(state)
         await self.outbound.aclose()
 
-    def _start_queued(self, queues: dict[int, deque[tuple[Claimed, float]]], sending: Counter[int],
-                      running: int) -> tuple[set[asyncio.Task[Outcome]], list[int]]:
-        """Start queued attempts while the webhook and the worker have free slots; also returns the ids of
-        those that waited too long to be sent within their lease."""
-        started: set[asyncio.Task[Outcome]] = set()
+    async def _fan_out_when_due(self, state: LoopState) -> None:
+        """Every FAN_OUT_EVERY_SECONDS, turn every undispatched event into deliveries (batch after batch)."""
+        if time.monotonic() - state.fanned_out_at < FAN_OUT_EVERY_SECONDS:
+            return
+        state.fanned_out_at = time.monotonic()
+        while await asyncio.to_thread(self.fan_out) == FAN_OUT_BATCH:
+            pass
+
+    async def _claim_when_due(self, state: LoopState, *, stopping: bool) -> None:
+        """Claim ahead, while a quarter of the capacity or more is free and a claim is due (``LoopState.claim_due``)."""
+        held = state.held()
+        room = 0 if stopping else state.capacity - sum(held.values())
+        if room < state.capacity // 4 or not state.claim_due(held, time.monotonic()):
+            return
+        state.claimed_at = time.monotonic()
+        claimed = await asyncio.to_thread(self.claim, room, dict(held), per_webhook=state.hold)
+        state.took(claimed, asked=room, leased_until=time.monotonic() + self.lease.total_seconds())
+
+    def _start_queued(self, state: LoopState) -> list[int]:
+        """Start queued attempts while the webhook and the worker have free slots; returns the ids of those
+        that waited too long to be sent within their lease (to give back)."""
         stale: list[int] = []
         per_endpoint, concurrency = self.settings.webhook_per_endpoint, self.settings.webhook_concurrency
         lease_needed = min(self.lease.total_seconds() / 2, self.settings.webhook_connect_timeout
                            + self.settings.webhook_read_timeout + LEASE_MARGIN_SECONDS)
-        for webhook_id in list(queues):
-            queue = queues[webhook_id]
-            while queue and sending[webhook_id] < per_endpoint and running + len(started) < concurrency:
+        for webhook_id in list(state.queues):
+            queue = state.queues[webhook_id]
+            while queue and state.sending[webhook_id] < per_endpoint and len(state.in_flight) < concurrency:
                 item, leased_until = queue.popleft()
                 if leased_until - time.monotonic() < lease_needed:
                     # Its lease could run out mid-attempt and another worker send it too.
                     stale.append(item.id)
                     continue
-                sending[webhook_id] += 1
-                started.add(asyncio.create_task(self.attempt(item)))
+                state.sending[webhook_id] += 1
+                state.in_flight.add(asyncio.create_task(self.attempt(item)))
             if not queue:
-                del queues[webhook_id]
-        return started, stale
+                del state.queues[webhook_id]
+        return stale
 
-    async def _give_back(self, queues: dict[int, deque[tuple[Claimed, float]]]) -> None:
+    async def _collect(self, state: LoopState) -> None:
+        """Wait (at most RECORD_EVERY_SECONDS) for attempts in flight to finish, and take those that did."""
+        done, state.in_flight = await asyncio.wait(state.in_flight, timeout=RECORD_EVERY_SECONDS,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+        state.collected([task.result() for task in done], time.monotonic())
+
+    async def _record_finished(self, state: LoopState) -> None:
+        try:
+            await asyncio.to_thread(self.record, state.finished)
+        except Exception:
+            # The leases expire and the deliveries are tried again: at least once.
+            log.exception("webhook_record_failed", attempts=len(state.finished))
+        state.recorded()
+
+    async def _give_back(self, state: LoopState) -> None:
         """Stopping: the deliveries claimed but not started go back to the queue for other workers."""
-        ids = [item.id for queue in queues.values() for item, _ in queue]
-        queues.clear()
+        ids = [item.id for queue in state.queues.values() for item, _ in queue]
+        state.queues.clear()
         await self._release(ids)
 
     async def _release(self, ids: list[int]) -> None:
@@ -533,16 +570,3 @@ def _storable(text: str) -> str:
     # A receiver's answer, and errors quoting it, are outside input: PostgreSQL refuses NUL in text.
     return text.replace("\x00", "\ufffd")
 
-
-def _retry_after(answer: Answer, now: datetime) -> float | None:
-    value = answer.retry_after
-    if not value:
-        return None
-    if value.strip().isdigit():
-        seconds = float(value.strip())
-    else:
-        try:
-            seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 1.0), MAX_RETRY_AFTER_SECONDS)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from pydantic import StringConstraints
-from sqlalchemy import select
 
 from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
@@ -42,10 +41,8 @@ def _destinations(request: Request) -> service.Destinations:
 @router.get("", response_model=Page[WebhookOut], responses=errors(422), summary="List webhooks")
 def list_webhooks(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
                   enabled: Flag | None = Query(None)) -> Page[WebhookOut]:
-    stmt = select(Webhook).where(Webhook.team_id == principal.team_id)
-    if enabled is not None:
-        stmt = stmt.where(Webhook.enabled == enabled)
-    page = paginate(session, stmt, id_column=Webhook.id, params=params, default_sort="-id",
+    page = paginate(session, service.listing(principal.team_id, enabled=enabled), id_column=Webhook.id,
+                    params=params, default_sort="-id",
                     sortable={"created_at": Webhook.created_at})
     now = utcnow()
     return page_of(page, lambda webhook: WebhookOut.of(webhook, now))
@@ -60,7 +57,7 @@ def create_webhook(body: WebhookCreate, principal: Writer, session: DbSession, r
     now = utcnow()
     webhook = service.create_webhook(session, team_id=principal.team_id, url=body.url, events_=body.events,
                                      description=body.description, now=now, destinations=_destinations(request))
-    return WebhookWithSecret(**WebhookOut.of(webhook, now).model_dump(), secret=webhook.secret)
+    return WebhookWithSecret.with_secret(webhook, now)
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut, responses=errors(404, 422), summary="Get a webhook")
@@ -96,7 +93,7 @@ def rotate_secret(webhook_id: IdPath, principal: Writer, session: DbSession,
     webhook = service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
     now = utcnow()
     service.rotate_secret(webhook, grace=timedelta(seconds=(body or WebhookRotate()).grace_seconds), now=now)
-    return WebhookWithSecret(**WebhookOut.of(webhook, now).model_dump(), secret=webhook.secret)
+    return WebhookWithSecret.with_secret(webhook, now)
 
 
 @router.post("/{webhook_id}/test", status_code=202, response_model=DeliveryOut, responses=errors(404, 422),
@@ -114,13 +111,8 @@ def list_deliveries(webhook_id: IdPath, principal: Reader, session: DbSession,
                     params: ListParams = Depends(list_params), status: DeliveryStatus | None = Query(None),
                     event: Annotated[str, StringConstraints(max_length=64), Storable] | None = Query(None),
                     ) -> Page[DeliveryOut]:
-    service.get_webhook(session, team_id=principal.team_id, webhook_id=webhook_id)
-    stmt = select(WebhookDelivery).where(WebhookDelivery.team_id == principal.team_id,
-                                         WebhookDelivery.webhook_id == webhook_id)
-    if status is not None:
-        stmt = stmt.where(WebhookDelivery.status == status.value)
-    if event:
-        stmt = stmt.where(WebhookDelivery.event == event)
+    stmt = service.delivery_listing(session, team_id=principal.team_id, webhook_id=webhook_id, status=status,
+                                    event=event)
     page = paginate(session, stmt, id_column=WebhookDelivery.id, params=params, default_sort="-id",
                     sortable={"created_at": WebhookDelivery.created_at})
     return page_of(page, DeliveryOut.of)

@@ -4,7 +4,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from hostatlas.errors import InvalidInput
@@ -48,12 +56,13 @@ class WebhookUpdate(BaseModel):
     description: Description | None = None
     enabled: Flag | None = Field(None, description="false: receive nothing new; true: events from now on")
 
-    @field_validator("url", "description", "enabled")
+    @field_validator(*service.NOT_NULLABLE)
     @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Leaving a field out keeps it; only events may be set to null (every event).
-        if value is None:
-            raise PydanticCustomError("null", "This field cannot be null; leave it out to keep it")
+    def _not_null(cls, value: object, info: ValidationInfo) -> object:
+        # The service's rule, applied here as well so that its problem is listed with every other field's.
+        problem = service.null_problem(info.field_name or "", value)
+        if problem:
+            raise PydanticCustomError(problem.code, "{message}", {"message": problem.message})
         return value
 
 
@@ -93,6 +102,11 @@ class WebhookOut(BaseModel):
 
 class WebhookWithSecret(WebhookOut):
     secret: str = Field(description="Shown only now: store it to verify signatures")
+
+    @classmethod
+    def with_secret(cls, webhook: Webhook, now: datetime) -> WebhookWithSecret:
+        """The answer to a creation or a rotation: the one time the secret is shown."""
+        return cls(**WebhookOut.of(webhook, now).model_dump(), secret=webhook.secret)
 
 
 class DeliveryOut(BaseModel):

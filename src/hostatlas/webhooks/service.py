@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from hostatlas.clock import isoformat_z
@@ -21,6 +21,8 @@ from hostatlas.webhooks.signing import new_secret
 
 TEST_EVENT = "webhook.test"
 MAX_GRACE = timedelta(days=7)
+# What an update may leave out (to keep) but not set to null. Events may be null: every event.
+NOT_NULLABLE = ("url", "description", "enabled")
 
 
 def new_delivery_id() -> str:
@@ -66,9 +68,18 @@ def _stored(names: Sequence[str] | None) -> list[str] | None:
     return None if names is None else sorted(set(names))
 
 
-def _check(url: str | None, names: Sequence[str] | None, destinations: Destinations) -> None:
-    """Every problem of a webhook's URL and subscription at once."""
-    problems = [problem for problem in (None if url is None else destinations.problem(url),
+def null_problem(field: str, value: object) -> FieldProblem | None:
+    """A field of ``NOT_NULLABLE`` set to null: leaving it out keeps it, null would erase it."""
+    if field in NOT_NULLABLE and value is None:
+        return FieldProblem(field, "null", "This field cannot be null; leave it out to keep it")
+    return None
+
+
+def _check(url: str | None, names: Sequence[str] | None, destinations: Destinations,
+           changes: Mapping[str, object] | None = None) -> None:
+    """Every problem of a webhook's URL, subscription and (on an update) nulls at once."""
+    nulls = [null_problem(field, value) for field, value in (changes or {}).items()]
+    problems = [problem for problem in (*nulls, None if url is None else destinations.problem(url),
                                         None if names is None else _events_problem(names)) if problem]
     if problems:
         raise InvalidInput(problems)
@@ -84,6 +95,14 @@ def create_webhook(session: Session, *, team_id: int, url: str, events_: Sequenc
     return webhook
 
 
+def listing(team_id: int, *, enabled: bool | None) -> Select[Webhook]:
+    """The team's webhooks, filtered (the caller pages and sorts)."""
+    stmt = select(Webhook).where(Webhook.team_id == team_id)
+    if enabled is not None:
+        stmt = stmt.where(Webhook.enabled == enabled)
+    return stmt
+
+
 def get_webhook(session: Session, *, team_id: int, webhook_id: int) -> Webhook:
     webhook = session.get(Webhook, webhook_id)
     if webhook is None or webhook.team_id != team_id:
@@ -94,7 +113,7 @@ def get_webhook(session: Session, *, team_id: int, webhook_id: int) -> Webhook:
 def update_webhook(session: Session, webhook: Webhook, changes: dict[str, Any], now: datetime,
                    destinations: Destinations) -> Webhook:
     """Apply the fields given. Re-enabling delivers events from now on, not those missed meanwhile."""
-    _check(changes.get("url"), changes.get("events"), destinations)
+    _check(changes.get("url"), changes.get("events"), destinations, changes)
     if "url" in changes:
         webhook.url = changes["url"]
     if "description" in changes:
@@ -155,13 +174,9 @@ def rotate_secret(webhook: Webhook, *, grace: timedelta, now: datetime) -> Webho
     return webhook
 
 
-def secrets_in_use(webhook: Webhook, now: datetime) -> list[str]:
-    """The secrets that sign an attempt made at ``now``: the current one, then the previous in its grace."""
-    return signing_secrets(webhook.secret, webhook.previous_secret, webhook.previous_secret_expires_at, now)
-
-
 def signing_secrets(secret: str, previous: str | None, previous_expires_at: datetime | None,
                     now: datetime) -> list[str]:
+    """The secrets that sign an attempt made at ``now``: the current one, then the previous in its grace."""
     if previous and previous_expires_at and previous_expires_at > now:
         return [secret, previous]
     return [secret]
@@ -188,6 +203,18 @@ def send_test(session: Session, webhook: Webhook, now: datetime) -> WebhookDeliv
     session.add(delivery)
     session.flush()
     return delivery
+
+
+def delivery_listing(session: Session, *, team_id: int, webhook_id: int, status: DeliveryStatus | None,
+                     event: str | None) -> Select[WebhookDelivery]:
+    """A webhook's deliveries, filtered (the caller pages and sorts); another team's webhook is not found."""
+    get_webhook(session, team_id=team_id, webhook_id=webhook_id)
+    stmt = select(WebhookDelivery).where(WebhookDelivery.team_id == team_id, WebhookDelivery.webhook_id == webhook_id)
+    if status is not None:
+        stmt = stmt.where(WebhookDelivery.status == status.value)
+    if event:
+        stmt = stmt.where(WebhookDelivery.event == event)
+    return stmt
 
 
 def get_delivery(session: Session, *, team_id: int, webhook_id: int, delivery_id: str) -> WebhookDelivery:

@@ -1,0 +1,141 @@
+"""The published webhook contract (``webhooks.payloads``): the platform really emits every catalogued event, through
+the API, the agent API and the worker's jobs, to a receiver on loopback; each body and its headers must be what the
+served OpenAPI document's ``webhooks`` section says, and nothing may be emitted that the document lacks."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import copy
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, get_args
+
+import jsonschema_rs
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+import hostatlas
+from hostatlas.app import create_app
+from hostatlas.clock import utcnow
+from hostatlas.db.engine import Database
+from hostatlas.events import service as events
+from hostatlas.http import runtime
+from hostatlas.inventory.discovery import KINDS
+from hostatlas.jobs import ALL
+from hostatlas.servers.checkins import CheckinBuffer
+from hostatlas.settings import Settings
+from hostatlas.webhooks.dispatcher import Dispatcher
+from hostatlas.webhooks.payloads import CATALOGUE, InventoryKind
+from hostatlas.webhooks.service import TEST_EVENT
+from hostatlas.worker import Worker
+from tests.receiver import Received, receiver
+from tests.support import SEED_SNAPSHOT, Story, bearer, enrol
+
+
+@pytest.fixture
+def open_settings(settings: Settings) -> Settings:
+    """Webhooks may target loopback, where the test receiver listens."""
+    return settings.model_copy(update={"webhook_allow_private": True})
+
+
+@pytest.fixture
+def open_client(db: Database, open_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(open_settings, db=db)) as test_client:
+        yield test_client
+
+
+def _emit_every_event(client: TestClient, db: Database, settings: Settings, story: Story, webhook_id: int) -> None:
+    """Make the platform emit each event the way it happens in production."""
+    admin = bearer(story.admin_a)
+    server_id, token = enrol(client, story.admin_a)  # server.registered
+    discovered = client.post("/api/v1/agent/discovery", headers=bearer(token), json=SEED_SNAPSHOT)
+    assert discovered.status_code == 200, discovered.text  # inventory.changed
+    # server.offline: the worker's sweep finds it silent for longer than offline_after.
+    silent_for = timedelta(seconds=settings.offline_after + settings.flush_interval + 60)
+    assert Worker(db, settings, ALL).run_once(utcnow() + silent_for)["servers.mark_offline"] == 1
+    assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
+    runtime.of(client.app).part(CheckinBuffer).flush(db)  # server.online
+    assert client.delete(f"/api/v1/servers/{server_id}", headers=admin).status_code == 204  # server.deleted
+    assert client.post(f"/api/v1/webhooks/{webhook_id}/test", headers=admin).status_code == 202  # webhook.test
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with every object closed to properties it does not list: the test then also fails on a payload
+    field the document lacks. (The published document stays open: receivers should ignore fields added later.)"""
+    if isinstance(schema, dict):
+        closed = {key: _closed(value) for key, value in schema.items()}
+        if "properties" in closed and "additionalProperties" not in closed:
+            closed["additionalProperties"] = False
+        return closed
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    return schema
+
+
+def _check_against(document: dict[str, Any], request: Received) -> str:
+    body = orjson.loads(request.body)
+    event = body.get("event")
+    assert event in document.get("webhooks", {}), f"{event!r} was emitted but the OpenAPI document lacks it"
+    operation = document["webhooks"][event]["post"]
+    [(media_type, content)] = operation["requestBody"]["content"].items()
+    assert request.headers["content-type"] == media_type
+    components = _closed(copy.deepcopy(document["components"]))
+    validator = jsonschema_rs.validator_for({**content["schema"], "components": components})
+    problems = [f"{error.instance_path}: {error.message}" for error in validator.iter_errors(body)]
+    assert not problems, f"{event}: {problems}\n{body}"
+    for parameter in operation["parameters"]:
+        assert parameter["in"] == "header"
+        value = request.headers.get(parameter["name"].lower())
+        assert value is not None or not parameter["required"], f"{event}: no {parameter['name']} header"
+        if value is not None:
+            assert jsonschema_rs.is_valid(parameter["schema"], value), f"{event}: {parameter['name']}: {value!r}"
+    return str(event)
+
+
+def test_every_emitted_event_is_what_the_document_publishes(open_client: TestClient, db: Database,
+                                                            open_settings: Settings, story: Story) -> None:
+    client = open_client
+    with receiver() as hook:
+        created = client.post("/api/v1/webhooks", headers=bearer(story.admin_a), json={"url": hook.url})
+        assert created.status_code == 201, created.text
+        _emit_every_event(client, db, open_settings, story, created.json()["id"])
+        sent = asyncio.run(Dispatcher(db, open_settings).run_once())
+        received = hook.wait_for(sent)  # a pass ends once every attempt is answered: all are in already
+    document = client.get("/api/v1/openapi.json").json()
+    emitted = sorted(_check_against(document, request) for request in received)
+    # Each documented event was emitted once, so each was checked.
+    assert emitted == sorted(document["webhooks"]) == sorted(CATALOGUE)
+
+
+def test_the_catalogue_names_every_event_but_the_planned_ones() -> None:
+    assert set(events.PLANNED_EVENTS) <= set(events.WEBHOOK_EVENTS)
+    assert set(CATALOGUE) == set(events.WEBHOOK_EVENTS) - set(events.PLANNED_EVENTS) | {TEST_EVENT}
+    assert set(get_args(InventoryKind)) == {kind.plural for kind in KINDS}
+
+
+def _recorded_types() -> dict[str, str]:
+    """Every ``events.record(..., type=...)`` in the platform's code: the type's value, by where it is."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(hostatlas.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "record" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "events":
+                [kind] = [keyword.value for keyword in node.keywords if keyword.arg == "type"]
+                where = f"{path.name}:{node.lineno}"
+                if isinstance(kind, ast.Attribute) and isinstance(kind.value, ast.Name) and kind.value.id == "events":
+                    found[where] = getattr(events, kind.attr)
+                else:
+                    assert isinstance(kind, ast.Constant), f"{where}: name the event type with a constant"
+                    found[where] = kind.value
+    return found
+
+
+def test_every_event_type_the_code_records_is_catalogued() -> None:
+    """A new ``events.record`` call (one the test above does not drive yet) must name a catalogued type."""
+    recorded = _recorded_types()
+    assert recorded, "no events.record call found: has the emitting code moved?"
+    assert {where: kind for where, kind in recorded.items() if kind not in CATALOGUE} == {}
+    assert set(recorded.values()) == set(CATALOGUE) - {TEST_EVENT}
