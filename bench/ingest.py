@@ -165,8 +165,8 @@ async def _load(target: Target, args: argparse.Namespace) -> tuple[Kind, Kind, f
 
 def _direct_clickhouse(url: str) -> tuple[float, float]:
     """Rows/s for the same store class inserting straight into ClickHouse: the ceiling for the platform."""
-    from hostatlas.telemetry.clickhouse import ClickHouseStore
-    from hostatlas.telemetry.model import LogRecord, MetricPoint
+    from hostatlas.telemetry.storage.clickhouse import ClickHouseStore
+    from hostatlas.telemetry.storage.contract import LogRecord, MetricPoint
 
     store = ClickHouseStore(url)
     store.migrate()

@@ -17,7 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from hostatlas.telemetry.logparse import parse_line
+from hostatlas.telemetry.ingest.logparse import parse_line
 
 START = 1774103521.0  # 2026-03-21T14:32:01Z
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

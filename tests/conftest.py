@@ -123,6 +123,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         flush_interval=3600,  # tests flush explicitly
         # A storer thread starts in no time; the storer process is tested through real `hostatlas serve`s.
         telemetry_storer="thread",
+        # A read waits for the batches in flight, which close at this delay (docs/telemetry.md): keep it short.
+        telemetry_batch_delay=0.05,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,27 @@ SEED_SNAPSHOT: dict[str, list[dict[str, object]]] = {
                       "issuer": "CN=R3, O=Let's Encrypt", "domains": ["app.example.com", "api.example.com"],
                       "not_after": "2026-08-14T12:00:00Z"}],
 }
+
+
+def get_ok(client: httpx.Client | Any, key: str, path: str, **params: Any) -> dict[str, Any]:
+    """GET ``path`` with the API key ``key``; the JSON body of what must be a 200 answer."""
+    response = client.get(path, headers=bearer(key), params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def enrol_fleet(client: httpx.Client | Any, story: Story) -> dict[str, tuple[int, str]]:
+    """Team A's three servers by hostname, (server_id, agent token): web-prod-01 discovered the seed's
+    snapshot, db-staging-01 a stopped postgresql and a domain expiring in five days, web-prod-02 nothing."""
+    fleet = {name: enrol(client, story.admin_a, machine_id=f"m-{name}", hostname=name)
+             for name in ("web-prod-01", "web-prod-02", "db-staging-01")}
+    client.post("/api/v1/agent/discovery", headers=bearer(fleet["web-prod-01"][1]), json=SEED_SNAPSHOT)
+    soon = copy.deepcopy(SEED_SNAPSHOT)
+    soon["domains"] = [{"name": "staging.example.com", "ssl_expiry": (utcnow() + timedelta(days=5)).date().isoformat()}]
+    soon["services"] = [{"name": "postgresql", "version": "16.1", "status": "stopped"}]
+    client.post("/api/v1/agent/discovery", headers=bearer(fleet["db-staging-01"][1]), json=soon)
+    return fleet
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0, interval: float = 0.02,

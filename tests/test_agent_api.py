@@ -1,4 +1,4 @@
-"""An agent's life over HTTP: enrolment, check-ins, discovery, config, and the seed's server detail."""
+"""An agent's life over HTTP: enrolment, check-ins, discovery, and the seed's server detail."""
 
 from __future__ import annotations
 
@@ -57,18 +57,6 @@ def test_agent_lifecycle_ends_in_the_seeds_server_detail(client: TestClient, sto
 
     listed = client.get("/api/v1/servers", headers=bearer(story.admin_a)).json()["data"][0]
     assert listed["services_count"] == 2 and listed["domains_count"] == 2
-
-
-def test_a_kind_left_out_of_a_snapshot_is_kept(client: TestClient, story: Story) -> None:
-    server_id, token = enrol(client, story.admin_a)
-    client.post("/api/v1/agent/discovery", headers=bearer(token), json=SEED_SNAPSHOT)
-    only_services = client.post("/api/v1/agent/discovery", headers=bearer(token),
-                                json={"services": SEED_SNAPSHOT["services"]}).json()
-    assert only_services["summary"] == {"added": 0, "changed": 0, "removed": 0}
-    emptied = client.post("/api/v1/agent/discovery", headers=bearer(token), json={"containers": []}).json()
-    assert emptied["containers"]["removed"] == ["3f2a9c1b7d4e"]
-    detail = client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()
-    assert len(detail["domains"]) == 2 and detail["containers"] == []
 
 
 def test_same_machine_is_the_same_server_with_a_fresh_token(client: TestClient, story: Story) -> None:
@@ -142,36 +130,3 @@ def test_checkins_are_coalesced_into_one_write(client: TestClient, story: Story,
         event.remove(db.engine, "before_cursor_execute", spy)
     detail = client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).json()
     assert detail["uptime_s"] == 49 and detail["agent_version"] == "1.4.3"
-
-
-def test_agent_config_layers_and_etag(client: TestClient, story: Story) -> None:
-    server_id, token = enrol(client, story.admin_a)
-    first = client.get("/api/v1/agent/config", headers=bearer(token))
-    assert first.status_code == 200
-    body = first.json()
-    assert (body["metrics_interval"], body["checkin_interval"], body["log_paths"]) == (15, 60, [])
-    etag = first.headers["ETag"]
-    assert body["version"] in etag
-    unchanged = client.get("/api/v1/agent/config", headers={**bearer(token), "If-None-Match": etag})
-    assert unchanged.status_code == 304 and unchanged.headers["ETag"] == etag
-
-    team = client.put("/api/v1/agent-config", headers=bearer(story.admin_a),
-                      json={"metrics_interval": 30, "log_paths": ["/var/log/syslog"],
-                            "features": {"containers": False}})
-    assert team.status_code == 200 and team.json()["effective"]["metrics_interval"] == 30
-    server = client.put(f"/api/v1/servers/{server_id}/agent-config", headers=bearer(story.admin_a),
-                        json={"metrics_interval": 10})
-    assert server.json()["overrides"] == {"metrics_interval": 10}
-
-    changed = client.get("/api/v1/agent/config", headers={**bearer(token), "If-None-Match": etag})
-    assert changed.status_code == 200 and changed.headers["ETag"] != etag
-    effective = changed.json()
-    assert effective["metrics_interval"] == 10 and effective["log_paths"] == ["/var/log/syslog"]
-    assert effective["features"]["containers"] is False and effective["features"]["logs"] is True
-
-    bad = client.put("/api/v1/agent-config", headers=bearer(story.admin_a),
-                     json={"metrics_interval": 1, "log_paths": ["relative/path"], "features": {"teleport": True}})
-    assert bad.status_code == 422
-    assert {f["field"] for f in bad.json()["error"]["fields"]} == {"metrics_interval", "log_paths[0]", "features"}
-    unknown_feature = client.put("/api/v1/agent-config", headers=bearer(story.admin_a), json={"features": {"x": True}})
-    assert unknown_feature.status_code == 422 and unknown_feature.json()["error"]["fields"][0]["field"] == "features"

@@ -6,11 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, inspect, text
 
+from hostatlas.apikeys import service
 from hostatlas.apikeys.usage import KeyUsageTracker
+from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
+from hostatlas.errors import NotFound
 from hostatlas.http import runtime
 from tests.support import Story, bearer
 
@@ -60,6 +64,17 @@ def test_rename(client: TestClient, story: Story) -> None:
     key_id = client.get("/api/v1/api-keys?q=teammate", headers=bearer(story.admin_a)).json()["data"][0]["id"]
     response = client.patch(f"/api/v1/api-keys/{key_id}", headers=bearer(story.admin_a), json={"name": "Bot"})
     assert response.status_code == 200 and response.json()["name"] == "Bot"
+
+
+def test_renaming_goes_through_the_service_and_stays_in_the_team(db: Database, story: Story) -> None:
+    with db.session(write=True) as session:
+        [key] = session.scalars(service.listing(story.team_a, status=None, q="teammate", now=utcnow())).all()
+        with pytest.raises(NotFound):
+            service.rename_key(session, team_id=story.team_b, key_id=key.id, name="stolen")
+        assert service.rename_key(session, team_id=story.team_a, key_id=key.id, name="Bot").name == "Bot"
+    with db.session(write=False) as session:
+        assert [k.name for k in session.scalars(service.listing(story.team_a, status=None, q="bot",
+                                                                now=utcnow()))] == ["Bot"]
 
 
 def test_other_teams_keys_are_invisible(client: TestClient, story: Story) -> None:

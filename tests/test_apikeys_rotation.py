@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 import time_machine
 from fastapi.testclient import TestClient
 
+from hostatlas.apikeys import service
 from hostatlas.clock import utcnow
+from hostatlas.db.engine import Database
+from hostatlas.errors import NotFound
 from tests.support import Story, bearer
 
 
@@ -82,3 +86,18 @@ def test_grace_out_of_range_is_a_field_error(client: TestClient, story: Story) -
                            json={"grace_seconds": -5})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "grace_seconds"
+
+
+def test_the_service_applies_the_deployment_default_grace(db: Database, story: Story) -> None:
+    """The default lives in the service, not the route, so every path that rotates keys gets it."""
+    now = utcnow()
+    with db.session(write=True) as session:
+        key = service.create_key(session, team_id=story.team_a, name="ci", scopes=["servers:read"], expires_at=None,
+                                 now=now, granted_by=["*"]).record
+        rotation = service.rotate_key(session, team_id=story.team_a, key_id=key.id, grace=None,
+                                      default_grace=timedelta(hours=2), now=now, granted_by=["*"])
+        assert rotation.previous is key and key.expires_at == now + timedelta(hours=2) and key.rotated_at == now
+        assert rotation.successor.record.rotated_from_id == key.id and rotation.successor.raw.startswith("sk_live_")
+        with pytest.raises(NotFound):
+            service.rotate_key(session, team_id=story.team_b, key_id=rotation.successor.record.id, grace=None,
+                               default_grace=timedelta(hours=2), now=now, granted_by=["*"])

@@ -20,6 +20,7 @@ from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
 from hostatlas.http import runtime
+from hostatlas.inventory.service import server_views
 from hostatlas.jobs import replayers
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.models import QuarantinedItem
@@ -117,7 +118,7 @@ def test_a_nul_checkin_leaves_every_other_server_online(db: Database, settings: 
         _wait_for(lambda: len(_quarantined(db, "servers.checkins")) == 1)
         assert "NUL" in _quarantined(db, "servers.checkins")[0].reason
 
-    assert mark_offline(db, fast, checked_in_at + timedelta(seconds=fast.offline_after)) == 1
+    assert mark_offline(db, fast, checked_in_at + timedelta(seconds=fast.offline_after), views=server_views()) == 1
     with db.session(write=False) as session:
         offline = list(session.scalars(select(Event.server_id).where(Event.type == "server.offline")))
     assert offline == [poisoned]
@@ -133,7 +134,7 @@ def test_a_quarantined_checkin_replays_once_its_cause_is_fixed(db: Database, set
         session.execute(update(Server).where(Server.id.in_([broken, healthy]))
                         .values(status="offline", offline_since=utcnow()))
         session.execute(update(Server).where(Server.id == broken).values(tags=[{"not": "a tag"}]))
-    buffer = CheckinBuffer()
+    buffer = CheckinBuffer(server_views())
     at = utcnow()
     buffer.note(broken, Checkin(at=at, agent_version="3.0.0", uptime_s=5, boot_id="b"))
     buffer.note(healthy, Checkin(at=at, agent_version="3.0.0", uptime_s=6, boot_id="b"))

@@ -12,7 +12,8 @@ from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
-from hostatlas.jobs import ALL, replayers
+from hostatlas.inventory.service import server_views
+from hostatlas.jobs import periodic, replayers
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.health import PipelineHealth
 from hostatlas.servers.jobs import mark_offline
@@ -42,14 +43,14 @@ def test_a_server_whose_event_cannot_be_built_never_keeps_the_others_online(db: 
         session.execute(update(Server).where(Server.id == broken).values(tags=[{"not": "a tag"}]))
     later = utcnow() + timedelta(seconds=settings.offline_after + settings.flush_interval + 1)
 
-    assert mark_offline(db, settings, later) == 3
+    assert mark_offline(db, settings, later, views=server_views()) == 3
     assert all(_status(db, server_id) == "offline" for server_id in [broken, *others])
     assert _offline_events(db) == sorted(others)
     with db.session(write=False) as session:
         [item] = quarantine.listing(session, pipeline="servers.offline")
     assert item.team_id == story.team_a and "ValidationError" in item.reason
     # Not tried again on every tick: the server is offline, only its event waits in the quarantine.
-    assert mark_offline(db, settings, later + timedelta(seconds=1)) == 0
+    assert mark_offline(db, settings, later + timedelta(seconds=1), views=server_views()) == 0
 
     with db.session(write=True) as session:
         session.execute(update(Server).where(Server.id == broken).values(tags=["fixed"]))
@@ -69,7 +70,7 @@ def test_every_job_reports_its_health_and_recovers_with_the_database(db: Databas
         Database("postgresql+psycopg://postgres@127.0.0.1:1/hostatlas?connect_timeout=2")
     database_jobs = {"servers.mark_offline", "webhooks.log_retention"}
     try:
-        done = Worker(dead, settings, ALL, health=health).run_once()
+        done = Worker(dead, settings, periodic(), health=health).run_once()
     finally:
         dead.dispose()
     assert {name for name, count in done.items() if count == -1} == database_jobs
@@ -77,6 +78,6 @@ def test_every_job_reports_its_health_and_recovers_with_the_database(db: Databas
     assert set(stuck) == {f"job:{name}" for name in database_jobs}
     assert all(state.last_error and "OperationalError" in state.last_error for state in stuck.values())
 
-    Worker(db, settings, ALL, health=health).run_once()
+    Worker(db, settings, periodic(), health=health).run_once()
     assert health.stuck(0) == []
-    assert {state.name for state in health.snapshot()} == {f"job:{name}" for name, _ in ALL}
+    assert {state.name for state in health.snapshot()} == {f"job:{name}" for name, _ in periodic()}

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import time_machine
 
-from hostatlas.telemetry import logparse
-from hostatlas.telemetry.logparse import MAX_FIELDS, MAX_TEXT_BYTES, ParsedLine, parse_line
-from hostatlas.telemetry.model import LEVELS
+from hostatlas.telemetry.ingest import logparse
+from hostatlas.telemetry.ingest.logparse import MAX_FIELDS, MAX_TEXT_BYTES, ParsedLine, parse_line
+from hostatlas.telemetry.storage.contract import LEVELS
 
 T0 = 1774103521.0  # 2026-03-21T14:32:01Z
 FORMATS = {"nginx_access", "nginx_error", "syslog", "json", "plain"}

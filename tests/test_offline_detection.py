@@ -17,12 +17,14 @@ from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
 from hostatlas.http import runtime
-from hostatlas.jobs import ALL
+from hostatlas.inventory.service import server_views
+from hostatlas.jobs import periodic
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.servers.jobs import mark_offline
+from hostatlas.servers.models import Server
 from hostatlas.settings import Settings
 from hostatlas.worker import Worker
-from tests.support import Story, bearer, enrol, hostatlas_command, running_server
+from tests.support import Story, bearer, enrol, hostatlas_command, running_server, wait_until
 
 
 def _events(db: Database, kind: str) -> list[Event]:
@@ -30,16 +32,27 @@ def _events(db: Database, kind: str) -> list[Event]:
         return list(session.scalars(select(Event).where(Event.type == kind).order_by(Event.id)))
 
 
+def _count(db: Database, kind: str, server_id: int) -> int:
+    with db.session(write=False) as session:
+        return session.scalar(select(func.count()).select_from(Event)
+                              .where(Event.server_id == server_id, Event.type == kind)) or 0
+
+
+def _uptime(db: Database, server_id: int) -> int | None:
+    with db.session(write=False) as session:
+        return session.get_one(Server, server_id).uptime_s
+
+
 def test_silent_server_goes_offline_once_and_back_online(db: Database, settings: Settings, story: Story) -> None:
     fast = settings.model_copy(update={"offline_after": 300, "flush_interval": 1})
     with TestClient(create_app(fast, db=db)) as client:
         server_id, token = enrol(client, story.admin_a)
         start = utcnow()
-        worker = Worker(db, fast, ALL)
+        worker = Worker(db, fast, periodic())
         # Just inside the window (plus one flush interval of slack): still online.
         assert worker.run_once(start + timedelta(seconds=300))["servers.mark_offline"] == 0
         assert worker.run_once(start + timedelta(seconds=302))["servers.mark_offline"] == 1
-        assert mark_offline(db, fast, start + timedelta(seconds=400)) == 0
+        assert mark_offline(db, fast, start + timedelta(seconds=400), views=server_views()) == 0
 
         offline = _events(db, "server.offline")
         assert len(offline) == 1
@@ -76,22 +89,26 @@ def test_two_worker_processes_fire_exactly_one_offline_event(db: Database, story
             server_id, token = enrol(http, story.admin_a)
             assert http.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
             last_checkin = time.monotonic()
-            while not _events(db, "server.offline") and time.monotonic() - last_checkin < 10:
-                time.sleep(0.05)
+            wait_until(lambda: _events(db, "server.offline"), timeout=10, what="the server.offline event")
             went_offline_after = time.monotonic() - last_checkin
             assert went_offline_after < 4, went_offline_after
-            time.sleep(1)  # give a double-fire every chance to happen
-            assert len(_events(db, "server.offline")) == 1
+            # A double fire would come from another sweep than the one that flipped the server. A sentinel
+            # enrolled now goes silent a whole offline window later: once its own event is there, the workers
+            # have swept for that long since the flip, and the server must still have exactly one event.
+            sentinel, _ = enrol(http, story.admin_a, machine_id="m-sentinel", hostname="sentinel")
+            wait_until(lambda: _count(db, "server.offline", sentinel) == 1, timeout=10,
+                       what="the sentinel's server.offline event")
+            assert len(_events(db, "server.offline")) == 2
+            assert _count(db, "server.offline", server_id) == 1
 
             assert http.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
-            deadline = time.monotonic() + 5
-            while not _events(db, "server.online") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)
+            wait_until(lambda: _events(db, "server.online"), timeout=5, what="the server.online event")
+            # A second server.online would come from a later flush: wait until one has written a later check-in.
+            assert http.post("/api/v1/agent/check-in", headers=bearer(token),
+                             json={"uptime_s": 4242}).status_code == 200
+            wait_until(lambda: _uptime(db, server_id) == 4242, timeout=5, what="a later check-in flush")
             assert len(_events(db, "server.online")) == 1
-            with db.session(write=False) as session:
-                assert session.scalar(select(func.count()).select_from(Event)
-                                      .where(Event.server_id == server_id, Event.type == "server.offline")) == 1
+            assert _count(db, "server.offline", server_id) == 1
     finally:
         for worker in workers:
             worker.terminate()
@@ -105,7 +122,7 @@ def test_re_enrolling_an_offline_server_brings_it_online_with_its_event(db: Data
     with TestClient(create_app(settings, db=db)) as client:
         server_id, _ = enrol(client, story.admin_a)
         silent_for = timedelta(seconds=settings.offline_after + settings.flush_interval + 1)
-        assert mark_offline(db, settings, utcnow() + silent_for) == 1
+        assert mark_offline(db, settings, utcnow() + silent_for, views=server_views()) == 1
         again, _ = enrol(client, story.admin_a)
         assert again == server_id
         online = _events(db, "server.online")

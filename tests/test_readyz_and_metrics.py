@@ -22,16 +22,13 @@ from hostatlas.db.engine import Database
 from hostatlas.http import runtime
 from hostatlas.pipelines import quarantine
 from hostatlas.settings import Settings
-from tests.support import Story, bearer, enrol
+from tests.support import Story, bearer, enrol, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def _eventually(probe: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.02)
+    wait_until(probe, timeout=timeout)
 
 
 def _samples(client: TestClient) -> Samples:

@@ -67,6 +67,6 @@ def test_the_key_service_enforces_the_rule_for_create_and_rotate(db: Database, s
         admin = service.create_key(session, team_id=story.team_a, name="admin", scopes=["*"], expires_at=None,
                                    now=utcnow(), granted_by=("*",)).record
         with pytest.raises(PermissionDenied):
-            service.rotate_key(session, team_id=story.team_a, key_id=admin.id, grace=timedelta(0), now=utcnow(),
-                               granted_by=held)
+            service.rotate_key(session, team_id=story.team_a, key_id=admin.id, grace=timedelta(0),
+                               default_grace=timedelta(days=1), now=utcnow(), granted_by=held)
         assert admin.rotated_at is None

@@ -1,29 +1,26 @@
-"""The servers, inventory and events resources: filters, editing, and team isolation."""
+"""The servers resource: filters, editing, removal, and team isolation."""
 
 from __future__ import annotations
 
-import copy
-from datetime import timedelta
-
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from hostatlas import tokens
 from hostatlas.clock import utcnow
-from tests.support import SEED_SNAPSHOT, Story, bearer, enrol
-
-
-def _fleet(client: TestClient, story: Story) -> dict[str, tuple[int, str]]:
-    fleet = {name: enrol(client, story.admin_a, machine_id=f"m-{name}", hostname=name)
-             for name in ("web-prod-01", "web-prod-02", "db-staging-01")}
-    client.post("/api/v1/agent/discovery", headers=bearer(fleet["web-prod-01"][1]), json=SEED_SNAPSHOT)
-    soon = copy.deepcopy(SEED_SNAPSHOT)
-    soon["domains"] = [{"name": "staging.example.com", "ssl_expiry": (utcnow() + timedelta(days=5)).date().isoformat()}]
-    soon["services"] = [{"name": "postgresql", "version": "16.1", "status": "stopped"}]
-    client.post("/api/v1/agent/discovery", headers=bearer(fleet["db-staging-01"][1]), json=soon)
-    return fleet
+from hostatlas.errors import NotFound
+from hostatlas.events.models import Event
+from hostatlas.http import runtime
+from hostatlas.servers import service
+from hostatlas.servers.agent_auth import AgentAuthenticator
+from hostatlas.servers.checkins import CheckinBuffer
+from hostatlas.servers.models import AgentToken, Server
+from hostatlas.servers.views import ServerViews
+from tests.support import Story, bearer, enrol, enrol_fleet
 
 
 def test_list_filters_and_sorts_servers(client: TestClient, story: Story) -> None:
-    fleet = _fleet(client, story)
+    fleet = enrol_fleet(client, story)
     web1 = fleet["web-prod-01"][0]
     tagged = client.patch(f"/api/v1/servers/{web1}", headers=bearer(story.admin_a),
                           json={"tags": ["prod", "web", "prod"], "display_name": "Frontend 1"})
@@ -48,59 +45,36 @@ def test_list_filters_and_sorts_servers(client: TestClient, story: Story) -> Non
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "tags[0]"
 
 
-def test_inventory_lists_across_servers(client: TestClient, story: Story) -> None:
-    fleet = _fleet(client, story)
-    services = client.get("/api/v1/services?name=postgresql", headers=bearer(story.admin_a)).json()
-    assert services["meta"]["total"] == 2
-    assert {s["server"]["hostname"] for s in services["data"]} == {"web-prod-01", "db-staging-01"}
-    stopped = client.get("/api/v1/services?status=stopped", headers=bearer(story.admin_a)).json()["data"]
-    assert [(s["name"], s["version"]) for s in stopped] == [("postgresql", "16.1")]
-    expiring = client.get("/api/v1/domains?expiring_within_days=30", headers=bearer(story.admin_a)).json()["data"]
-    # The seed's certificates ran out on 2026-08-14: already expired counts as expiring.
-    assert sorted((d["name"], d["days_until_expiry"] > 0) for d in expiring) == [
-        ("api.example.com", False), ("app.example.com", False), ("staging.example.com", True)]
-    assert [d["days_until_expiry"] for d in expiring if d["name"] == "staging.example.com"] == [5]
-    on_server = client.get(f"/api/v1/domains?server_id={fleet['web-prod-01'][0]}", headers=bearer(story.admin_a))
-    assert on_server.json()["meta"]["total"] == 2
-    containers = client.get("/api/v1/containers?status=running", headers=bearer(story.admin_a)).json()
-    assert containers["meta"]["total"] == 2
-    certificates = client.get("/api/v1/certificates?q=app.example.com", headers=bearer(story.admin_a)).json()
-    assert certificates["meta"]["total"] == 2 and certificates["data"][0]["domains"] == ["app.example.com",
-                                                                                         "api.example.com"]
+def test_a_server_without_inventory_counts_zero(client: TestClient, story: Story) -> None:
+    enrol(client, story.admin_a)
+    [listed] = client.get("/api/v1/servers", headers=bearer(story.admin_a)).json()["data"]
+    assert (listed["services_count"], listed["domains_count"]) == (0, 0)
+    detail = client.get(f"/api/v1/servers/{listed['id']}", headers=bearer(story.admin_a)).json()
+    assert (detail["services"], detail["domains"], detail["containers"], detail["certificates"]) == ([], [], [], [])
 
 
-def test_events_feed_filters_and_catches_up(client: TestClient, story: Story) -> None:
-    fleet = _fleet(client, story)
-    feed = client.get("/api/v1/events?sort=id&per_page=2", headers=bearer(story.admin_a)).json()
-    assert feed["meta"]["total"] == 5  # three registrations, two discoveries
-    assert [e["type"] for e in feed["data"]] == ["server.registered", "server.registered"]
-    after = feed["data"][-1]["id"]
-    rest = client.get(f"/api/v1/events?sort=id&after_id={after}", headers=bearer(story.admin_a)).json()["data"]
-    assert [e["type"] for e in rest] == ["server.registered", "inventory.changed", "inventory.changed"]
-    typed = client.get("/api/v1/events?type=inventory.changed", headers=bearer(story.admin_a)).json()
-    assert typed["meta"]["total"] == 2
-    on_server = client.get(f"/api/v1/events?server_id={fleet['web-prod-02'][0]}", headers=bearer(story.admin_a))
-    assert on_server.json()["meta"]["total"] == 1
-    future = (utcnow() + timedelta(hours=1)).isoformat()
-    assert client.get("/api/v1/events", headers=bearer(story.admin_a),
-                      params={"since": future}).json()["meta"]["total"] == 0
+def test_editing_clears_a_name_and_keeps_what_is_not_sent(client: TestClient, story: Story) -> None:
+    server_id, _ = enrol(client, story.admin_a)
+    path = f"/api/v1/servers/{server_id}"
+    client.patch(path, headers=bearer(story.admin_a), json={"display_name": "Frontend", "tags": ["prod"]})
+    renamed = client.patch(path, headers=bearer(story.admin_a), json={"display_name": ""}).json()
+    assert renamed["display_name"] is None and renamed["tags"] == ["prod"]
+    untagged = client.patch(path, headers=bearer(story.admin_a), json={"tags": []}).json()
+    assert untagged["tags"] == []
+    assert client.get("/api/v1/servers?tag=prod", headers=bearer(story.admin_a)).json()["meta"]["total"] == 0
+    unknown = client.patch(path, headers=bearer(story.admin_a), json={"hostname": "x"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["fields"][0]["field"] == "hostname"
 
 
-def test_team_b_sees_nothing_of_team_a(client: TestClient, story: Story) -> None:
-    fleet = _fleet(client, story)
+def test_team_b_cannot_reach_team_a_servers(client: TestClient, story: Story) -> None:
+    fleet = enrol_fleet(client, story)
     server_id = fleet["web-prod-01"][0]
-    for collection in ("servers", "services", "domains", "containers", "certificates", "events"):
-        body = client.get(f"/api/v1/{collection}", headers=bearer(story.admin_b)).json()
-        assert body["meta"]["total"] == 0 and body["data"] == [], collection
+    body = client.get("/api/v1/servers", headers=bearer(story.admin_b)).json()
+    assert body["meta"]["total"] == 0 and body["data"] == []
     for method, path in (("GET", f"/api/v1/servers/{server_id}"), ("PATCH", f"/api/v1/servers/{server_id}"),
-                         ("DELETE", f"/api/v1/servers/{server_id}"), ("GET", f"/api/v1/servers/{server_id}/changes"),
-                         ("GET", f"/api/v1/servers/{server_id}/agent-config"),
-                         ("PUT", f"/api/v1/servers/{server_id}/agent-config")):
-        response = client.request(method, path, headers=bearer(story.admin_b),
-                                  json={} if method in ("PATCH", "PUT") else None)
+                         ("DELETE", f"/api/v1/servers/{server_id}")):
+        response = client.request(method, path, headers=bearer(story.admin_b), json={} if method == "PATCH" else None)
         assert response.status_code == 404, (method, path)
-    filtered = client.get(f"/api/v1/services?server_id={server_id}", headers=bearer(story.admin_b)).json()
-    assert filtered["meta"]["total"] == 0
     assert client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).status_code == 200
 
 
@@ -109,3 +83,39 @@ def test_read_scope_cannot_edit_servers(client: TestClient, story: Story) -> Non
     assert client.get(f"/api/v1/servers/{server_id}", headers=bearer(story.reader_a)).status_code == 200
     response = client.delete(f"/api/v1/servers/{server_id}", headers=bearer(story.reader_a))
     assert response.status_code == 403 and "servers:write" in response.json()["error"]["message"]
+
+
+def test_deleting_a_server_forgets_it_in_this_process_at_once(client: TestClient, story: Story) -> None:
+    server_id, token = enrol(client, story.admin_a)
+    assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={"uptime_s": 7}).status_code == 200
+    parts = runtime.of(client.app)
+    assert parts.part(AgentAuthenticator).cached(tokens.hash_token(token)) is not None
+
+    assert client.delete(f"/api/v1/servers/{server_id}", headers=bearer(story.admin_a)).status_code == 204
+    assert parts.part(AgentAuthenticator).cached(tokens.hash_token(token)) is None
+    assert parts.part(CheckinBuffer).flush(parts.db) == 0  # its buffered check-in went with it
+    with parts.db.session(write=False) as session:
+        assert session.get(Server, server_id) is None
+        [agent_token] = session.scalars(select(AgentToken))
+        assert agent_token.server_id is None and agent_token.revoked_at is not None
+        [deleted] = session.scalars(select(Event).where(Event.type == "server.deleted"))
+        assert deleted.payload["server"]["id"] == server_id
+
+
+def test_the_service_deletes_only_the_teams_own_servers(client: TestClient, story: Story) -> None:
+    """Whatever path removes a server (the API, later the dashboard) goes through one domain function."""
+    server_id, token = enrol(client, story.admin_a)
+    parts = runtime.of(client.app)
+    with parts.db.session(write=True) as session, pytest.raises(NotFound):
+        service.delete_server(session, team_id=story.team_b, server_id=server_id, now=utcnow(),
+                              views=parts.part(ServerViews), token_cache=parts.part(AgentAuthenticator),
+                              checkin_buffer=parts.part(CheckinBuffer))
+    assert parts.part(AgentAuthenticator).cached(tokens.hash_token(token)) is not None
+    with parts.db.session(write=True) as session:
+        service.delete_server(session, team_id=story.team_a, server_id=server_id, now=utcnow(),
+                              views=parts.part(ServerViews), token_cache=parts.part(AgentAuthenticator),
+                              checkin_buffer=parts.part(CheckinBuffer))
+    assert parts.part(AgentAuthenticator).cached(tokens.hash_token(token)) is None
+    with parts.db.session(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(Server)) == 0
+    assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 401

@@ -28,14 +28,14 @@ from hostatlas.jobs import replayers
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings
-from hostatlas.telemetry.embedded import EmbeddedStore
-from hostatlas.telemetry.ingest import limits_of
-from hostatlas.telemetry.model import Agg, MetricPoint, SeriesQuery, Tier
-from hostatlas.telemetry.quarantine import FrameQuarantine, frame_of
+from hostatlas.telemetry.ingest.decode import limits_of
+from hostatlas.telemetry.ingest.quarantine import FrameQuarantine, frame_of
+from hostatlas.telemetry.ingest.spool import BacklogStatus, Frame, Kind, backlog_status, closed_segments
+from hostatlas.telemetry.ingest.storer import STRIKES, SUSPECT_RETRY_SECONDS, Storer, StorerThread
 from hostatlas.telemetry.runtime import Telemetry
-from hostatlas.telemetry.spool import BacklogStatus, Frame, Kind, backlog_status, closed_segments
-from hostatlas.telemetry.storer import STRIKES, SUSPECT_RETRY_SECONDS, Storer, StorerThread
-from tests.support import Story, bearer, enrol, hostatlas_command, running_server
+from hostatlas.telemetry.storage.contract import Agg, MetricPoint, SeriesQuery, Tier
+from hostatlas.telemetry.storage.embedded import EmbeddedStore
+from tests.support import Story, bearer, enrol, hostatlas_command, running_server, wait_until
 
 NOW = int(time.time())
 JSON = {"Content-Type": "application/json"}
@@ -212,7 +212,8 @@ def _cli(workdir: Path, *args: str) -> str:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[httpx.Client, str, str, str]]:
     """A real ``hostatlas serve`` (storer process) with team A's key and agents of teams A and B."""
-    env = {"HOSTATLAS_DATABASE_URL": "", "HOSTATLAS_RATE_LIMIT": "100000/minute"}
+    env = {"HOSTATLAS_DATABASE_URL": "", "HOSTATLAS_RATE_LIMIT": "100000/minute",
+           "HOSTATLAS_TELEMETRY_BATCH_DELAY": "0.05"}  # each flow's read waits for its batch to close
     key_a = _cli(tmp_path, "apikey", "create", "--name", "a", "--scopes", "*")
     _cli(tmp_path, "team", "create", "outsiders")
     key_b = _cli(tmp_path, "apikey", "create", "--name", "b", "--scopes", "*", "--team", "outsiders")
@@ -271,9 +272,7 @@ def test_a_frame_whose_insert_fails_alone_is_set_aside_and_replayable(client: Te
     assert client.post("/api/v1/agent/metrics", headers=bearer(token_b), json=batch).json()["accepted"] == 1
 
     _metrics_flow(client, token_a, story.admin_a)  # flows past B's frame at once
-    deadline = time.monotonic() + 20
-    while not _quarantined(db) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: _quarantined(db), timeout=20, what="the refused frame to be set aside")
     [item] = _quarantined(db)
     assert (item.pipeline, item.team_id, item.failures) == ("telemetry.metrics", story.team_b, 1)
     assert item.reason == f"ValueError: refused a row of server {server_b}"
@@ -402,9 +401,7 @@ def test_the_storer_process_sets_aside_a_frame_it_cannot_decode(served: tuple[ht
     _metrics_flow(http, token_a, key_a)
     db = Database(f"sqlite:///{tmp_path / 'hostatlas-data' / 'hostatlas.db'}")
     try:
-        deadline = time.monotonic() + 10
-        while not _quarantined(db) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: _quarantined(db), what="the undecodable frame to be set aside")
         [item] = _quarantined(db)
     finally:
         db.dispose()

@@ -21,15 +21,25 @@ from hostatlas.db.engine import Database
 from hostatlas.errors import Unavailable
 from hostatlas.http import runtime
 from hostatlas.settings import Settings
-from hostatlas.telemetry.embedded import EmbeddedStore
-from hostatlas.telemetry.ingest import limits_of
-from hostatlas.telemetry.model import Agg, LogQuery, LogRecord, MetricPoint, SeriesQuery, Tier
-from hostatlas.telemetry.quarantine import FrameQuarantine
+from hostatlas.telemetry.ingest.decode import limits_of
+from hostatlas.telemetry.ingest.quarantine import FrameQuarantine
+from hostatlas.telemetry.ingest.spool import (
+    Frame,
+    Kind,
+    Spool,
+    adopt_orphans,
+    closed_segments,
+    read_frames,
+    still_unstored,
+    unstored_segments,
+    wait_until_stored,
+)
+from hostatlas.telemetry.ingest.storer import Storer
+from hostatlas.telemetry.ingest.writer import SpoolWriter
 from hostatlas.telemetry.runtime import Telemetry
-from hostatlas.telemetry.spool import Frame, Kind, Spool, closed_segments, read_frames
-from hostatlas.telemetry.storer import Storer
-from hostatlas.telemetry.writer import SpoolWriter
-from tests.support import Story, bearer, enrol, hostatlas_command, running_server
+from hostatlas.telemetry.storage.contract import Agg, LogQuery, LogRecord, MetricPoint, SeriesQuery, Tier
+from hostatlas.telemetry.storage.embedded import EmbeddedStore
+from tests.support import Story, bearer, enrol, hostatlas_command, running_server, wait_until
 
 NOW = time.time()
 
@@ -108,7 +118,7 @@ def test_frames_survive_torn_writes(tmp_path: Path) -> None:
     assert list(read_frames(closed)) == frames[:1]
 
 
-def test_writes_are_answered_once_spooled_and_readable_after_sync(tmp_path: Path) -> None:
+def test_writes_are_answered_once_spooled_and_readable_once_stored(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     writer = SpoolWriter(spool.segments(Kind.METRICS), spool.directory, name="metrics", max_delay=60)
     store = FlakyStore(tmp_path / "t.db")
@@ -127,26 +137,26 @@ def test_writes_are_answered_once_spooled_and_readable_after_sync(tmp_path: Path
     [open_segment] = spool.directory.glob("metrics-*.open")
     assert len(list(read_frames(open_segment))) == 20
     assert store.inserted == []
-    assert writer.sync(timeout=10)
+    # A read waits for the open segment and does not close it: that is the writer's to do, at its delay.
+    assert wait_until_stored(spool.root, timeout=0.2) is False
+    assert len(list(read_frames(open_segment))) == 20 and store.inserted == []
+    writer.close()  # closes the segment, as the delay would have
+    assert wait_until_stored(spool.root, timeout=10)
     # One INSERT for the twenty requests, every point readable, and the segment gone.
     assert store.inserted == [60]
     assert _sum(store, list(range(20))) == 20 * 6.0
     assert closed_segments(spool.directory) == []
-    writer.close()
     stop.set()
     runner.join()
 
 
-def test_a_sync_after_the_delay_closed_the_segment_still_waits_for_the_store(tmp_path: Path) -> None:
-    # No storer runs: the closed segment stays, so the sync must time out rather than claim it is stored.
+def test_a_read_after_the_delay_closed_the_segment_still_waits_for_the_store(tmp_path: Path) -> None:
+    # No storer runs: the closed segment stays, so the read must time out rather than claim it is stored.
     spool = Spool(tmp_path / "spool")
     writer = SpoolWriter(spool.segments(Kind.METRICS), spool.directory, name="metrics", max_delay=0.05)
     asyncio.run(writer.write(_metrics_frame(1, [1.0]).encode()))
-    deadline = time.monotonic() + 10
-    while not closed_segments(spool.directory) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert closed_segments(spool.directory), "the batch delay never closed the segment"
-    assert writer.sync(timeout=0.3) is False
+    wait_until(lambda: closed_segments(spool.directory), what="the batch delay to close the segment")
+    assert wait_until_stored(spool.root, timeout=0.3) is False
     writer.close()
 
 
@@ -179,13 +189,80 @@ def test_the_storer_retries_with_backoff_until_the_store_is_back(tmp_path: Path)
     runner = threading.Thread(target=_storer(store, spool.directory, tmp_path).run, args=(stop,))
     started = time.monotonic()
     runner.start()
-    while closed_segments(spool.directory) and time.monotonic() - started < 10:
-        time.sleep(0.02)
+    wait_until(lambda: not closed_segments(spool.directory), what="the storer to store the segment")
     stop.set()
     runner.join()
     # Two failures, waits of 0.5 s then 1 s, then stored once.
     assert time.monotonic() - started >= 1.5
     assert store.inserted == [1] and _sum(store, [7]) == 5.0
+
+
+def test_a_read_waits_for_what_another_process_acknowledged(tmp_path: Path) -> None:
+    """Two serving processes of one install, as they share the spool root: each its directory, writer and storer.
+
+    A batch acknowledged by A, still in A's open segment, is in the store when a read served by B returns.
+    """
+    root = tmp_path / "spool"
+    a, b = Spool(root), Spool(root)
+    writer_a = SpoolWriter(a.segments(Kind.METRICS), a.directory, name="metrics", max_delay=0.3)
+    writer_b = SpoolWriter(b.segments(Kind.METRICS), b.directory, name="metrics", max_delay=0.3)
+    stores = [FlakyStore(tmp_path / "t.db") for _ in range(3)]  # A's storer's, B's storer's, B's reads'
+    stores[0].migrate()
+    stop = threading.Event()
+    runners = [threading.Thread(target=_storer(store, spool.directory, tmp_path).run, args=(stop,))
+               for store, spool in zip(stores, (a, b), strict=False)]
+    for runner in runners:
+        runner.start()
+    asyncio.run(writer_a.write(_metrics_frame(5, [1.0, 2.0, 4.0]).encode()))
+    assert list(a.directory.glob("metrics-*.open")) and _sum(stores[2], [5]) == 0.0  # acknowledged, not stored
+    assert wait_until_stored(b.root, timeout=10)
+    assert _sum(stores[2], [5]) == 7.0
+    assert stores[0].inserted == [3] and stores[1].inserted == []  # stored by A's storer: B closed nothing of A's
+    for writer in (writer_a, writer_b):
+        writer.close()
+    stop.set()
+    for runner in runners:
+        runner.join()
+
+
+def test_a_read_waits_for_segments_with_frames_wherever_a_storer_moves_them(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    dead = Spool(root)
+    segments = dead.segments(Kind.METRICS)
+    segments.append([_metrics_frame(3, [4.0]).encode()])
+    closed = segments.rotate()  # closed, and the next segment opened empty
+    assert closed is not None and list(dead.directory.glob("metrics-*.open"))
+    # A suspect waits for its retry, behind the line: no read waits for it.
+    (dead.directory / "metrics-0-suspect-1-0123abcd.seg").write_bytes(_metrics_frame(4, [1.0]).encode())
+    alive = Spool(root)
+    pending = unstored_segments(root)
+    assert [(segment.directory, segment.stem) for segment in pending] == [(dead.directory, closed.stem)]
+    os.close(dead._lock_fd)  # what the kernel does when the process dies
+    assert adopt_orphans(root, alive.directory) == 3
+    assert not closed.exists() and still_unstored(root, pending) == pending  # moved, not stored: still waited for
+    [adopted] = alive.directory.glob(f"metrics-0-{dead.directory.name}-{closed.name.partition('-')[2]}")
+    adopted.unlink()  # what its storer does once it stored it
+    assert still_unstored(root, pending) == []
+
+
+def test_a_batch_acknowledged_by_one_serve_process_is_read_by_another(tmp_path: Path) -> None:
+    """Two real ``hostatlas serve`` processes on one data directory: the first read served by the second finds
+    what the first acknowledged, though the first's segment is still open (a batch delay of 1 s)."""
+    env = {"HOSTATLAS_DATABASE_URL": "", "HOSTATLAS_TELEMETRY_BATCH_DELAY": "1"}
+    created = subprocess.run([*hostatlas_command(), "apikey", "create", "--name", "t", "--scopes", "*"],
+                             cwd=tmp_path, capture_output=True, text=True, check=True)
+    key = created.stdout.strip().splitlines()[-1]
+    now = int(time.time())
+    with running_server(tmp_path, env) as first, running_server(tmp_path, env) as second, \
+            httpx.Client(base_url=first) as writer, httpx.Client(base_url=second) as reader:
+        server_id, token = enrol(writer, key)
+        answer = writer.post("/api/v1/agent/metrics", headers=bearer(token), json={"series": [
+            {"metric": "cpu.percent", "points": [[now - 30, 10.0], [now - 15, 20.0]]}]})
+        assert answer.json()["accepted"] == 2
+        found = reader.get(f"/api/v1/servers/{server_id}/metrics", headers=bearer(key),
+                           params={"metric": "cpu.percent", "from": now - 60, "step": 15, "agg": "sum"})
+        assert found.status_code == 200, found.text
+        assert sum(value for series in found.json()["data"] for _, value in series["points"]) == 30.0
 
 
 def test_a_dead_process_segments_are_adopted_and_stored(tmp_path: Path) -> None:
@@ -200,9 +277,7 @@ def test_a_dead_process_segments_are_adopted_and_stored(tmp_path: Path) -> None:
     stop = threading.Event()
     runner = threading.Thread(target=_storer(store, alive.directory, tmp_path).run, args=(stop,))
     runner.start()
-    deadline = time.monotonic() + 10
-    while not store.inserted and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: store.inserted, what="the adopted segment to be stored")
     stop.set()
     runner.join()
     assert _sum(store, [3]) == 10.0
@@ -232,9 +307,16 @@ def test_a_full_backlog_gets_agents_a_503_with_retry_after(settings: Settings, d
         _, token = enrol(client, key)
         runtime.of(client.app).part(Telemetry).storer.stop()  # the store falls behind
         batch = {"series": [{"metric": "cpu.percent", "points": [[int(time.time()), 1.0]]}]}
-        assert client.post("/api/v1/agent/metrics", headers=bearer(token), json=batch).status_code == 200
-        time.sleep(1.2)  # the closed segment is counted at the next backlog measurement
-        refused = client.post("/api/v1/agent/metrics", headers=bearer(token), json=batch)
+        answers = [client.post("/api/v1/agent/metrics", headers=bearer(token), json=batch)]
+        assert answers[0].status_code == 200
+
+        def refused_once_measured() -> bool:
+            # The closed segment is counted at the writer's next backlog measurement (once a second).
+            answers.append(client.post("/api/v1/agent/metrics", headers=bearer(token), json=batch))
+            return answers[-1].status_code != 200
+
+        wait_until(refused_once_measured, interval=0.1, what="the backlog to refuse the agent")
+        refused = answers[-1]
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "5"
         assert refused.json()["error"]["code"] == "telemetry_backlog"
@@ -276,10 +358,9 @@ def test_acknowledged_points_survive_a_killed_process(tmp_path: Path, kill_store
                 os.kill(int(child), signal.SIGKILL)
     with running_server(tmp_path, env) as base:
         # The segments left behind are stored by the old storer, or adopted by the new one when it starts.
-        deadline, total = time.monotonic() + 20, 0.0
-        while total != 30.0 and time.monotonic() < deadline:
+        def total() -> float:
             found = httpx.get(f"{base}/api/v1/servers/{server_id}/metrics", headers=bearer(key),
                               params={"metric": "cpu.percent", "from": now - 60, "step": 15, "agg": "sum"}).json()
-            total = sum(value for series in found["data"] for _, value in series["points"])
-            time.sleep(0.1)
-    assert total == 30.0
+            return float(sum(value for series in found["data"] for _, value in series["points"]))
+
+        wait_until(lambda: total() == 30.0, timeout=20, interval=0.1, what="every acknowledged point")

@@ -24,7 +24,7 @@ from hostatlas.db.engine import Database
 from hostatlas.events import service as events
 from hostatlas.http import runtime
 from hostatlas.inventory.discovery import KINDS
-from hostatlas.jobs import ALL
+from hostatlas.jobs import periodic
 from hostatlas.servers.checkins import CheckinBuffer
 from hostatlas.settings import Settings
 from hostatlas.webhooks.dispatcher import Dispatcher
@@ -55,7 +55,7 @@ def _emit_every_event(client: TestClient, db: Database, settings: Settings, stor
     assert discovered.status_code == 200, discovered.text  # inventory.changed
     # server.offline: the worker's sweep finds it silent for longer than offline_after.
     silent_for = timedelta(seconds=settings.offline_after + settings.flush_interval + 60)
-    assert Worker(db, settings, ALL).run_once(utcnow() + silent_for)["servers.mark_offline"] == 1
+    assert Worker(db, settings, periodic()).run_once(utcnow() + silent_for)["servers.mark_offline"] == 1
     assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
     runtime.of(client.app).part(CheckinBuffer).flush(db)  # server.online
     assert client.delete(f"/api/v1/servers/{server_id}", headers=admin).status_code == 204  # server.deleted

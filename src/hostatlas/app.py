@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app_runtime.add(CheckinBuffer(views))
     app_runtime.add(AgentAuthenticator(settings.agent_auth_cache_seconds))
     app_runtime.add(Destinations(settings.webhook_allow_private, resolver))
-    worker = Worker(app_runtime.db, settings, jobs.ALL,
+    worker = Worker(app_runtime.db, settings, jobs.periodic(),
                     jobs.loops(app_runtime.db, settings, resolver=resolver, health=app_runtime.health),
                     health=app_runtime.health)
     app = FastAPI(

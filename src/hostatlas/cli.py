@@ -108,12 +108,12 @@ def _app_for_workers() -> object:
 @app.command("worker")
 def run_worker() -> None:
     """Run the background worker alone (several may run at once)."""
-    from hostatlas.jobs import ALL, loops
+    from hostatlas.jobs import loops, periodic
     from hostatlas.worker import Worker
 
     db = _migrated_database()
     settings = get_settings()
-    runner = Worker(db, settings, ALL, loops(db, settings))
+    runner = Worker(db, settings, periodic(), loops(db, settings))
     runner.stop_on_signals()
     runner.run_forever()
 

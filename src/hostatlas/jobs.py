@@ -1,26 +1,36 @@
 """Every background job, in the order the worker runs them each tick, and the worker's long-running loops."""
 
+from functools import partial
+
 from hostatlas.apikeys import usage
 from hostatlas.db.engine import Database
+from hostatlas.inventory.service import server_views
 from hostatlas.outbound import Resolver, system_resolver
 from hostatlas.pipelines.health import PipelineHealth
 from hostatlas.pipelines.quarantine import Replayer
 from hostatlas.servers import checkins
 from hostatlas.servers.jobs import OFFLINE_EVENTS, mark_offline, replay_offline_event
 from hostatlas.settings import Settings
-from hostatlas.telemetry import quarantine as telemetry_quarantine
-from hostatlas.telemetry.jobs import enforce_retention
-from hostatlas.telemetry.quarantine import FrameReplayer
+from hostatlas.telemetry.ingest import quarantine as telemetry_quarantine
+from hostatlas.telemetry.ingest.quarantine import FrameReplayer
+from hostatlas.telemetry.storage.retention import RetentionJob
 from hostatlas.webhooks import dispatcher, fanout
 from hostatlas.webhooks.dispatcher import Dispatcher
 from hostatlas.webhooks.jobs import prune_delivery_log
 from hostatlas.worker import Job, Loop
 
-ALL: list[tuple[str, Job]] = [
-    ("servers.mark_offline", mark_offline),
-    ("telemetry.retention", enforce_retention),
-    ("webhooks.log_retention", prune_delivery_log),
-]
+# Server events carry the server with its inventory counts; servers cannot import inventory, so it is passed in.
+SERVER_VIEWS = server_views()
+
+
+def periodic() -> list[tuple[str, Job]]:
+    """Every periodic job, in the order the worker runs them each tick: new for each worker, as a job may
+    keep state between ticks (the retention job's throttle)."""
+    return [
+        ("servers.mark_offline", partial(mark_offline, views=SERVER_VIEWS)),
+        ("telemetry.retention", RetentionJob()),
+        ("webhooks.log_retention", prune_delivery_log),
+    ]
 
 
 def loops(db: Database, settings: Settings, resolver: Resolver = system_resolver,
@@ -30,7 +40,8 @@ def loops(db: Database, settings: Settings, resolver: Resolver = system_resolver
 
 def replayers(db: Database, settings: Settings) -> dict[str, Replayer]:
     """How each pipeline tries one of its quarantined items again (``hostatlas quarantine replay``)."""
-    return {checkins.PIPELINE: checkins.replay, OFFLINE_EVENTS: replay_offline_event,
+    return {checkins.PIPELINE: partial(checkins.replay, views=SERVER_VIEWS),
+            OFFLINE_EVENTS: partial(replay_offline_event, views=SERVER_VIEWS),
             usage.PIPELINE: usage.replay, fanout.FAN_OUT: fanout.replay_fan_out,
             dispatcher.DELIVERY: dispatcher.replay_delivery,
             **{pipeline: FrameReplayer(settings) for pipeline in telemetry_quarantine.PIPELINES.values()}}

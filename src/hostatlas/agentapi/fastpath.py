@@ -11,7 +11,6 @@ the response headers apply.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,8 +23,8 @@ from hostatlas.http import runtime
 from hostatlas.http.asgi import header, read_body, replay_body, send_json
 from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
 from hostatlas.servers.checkins import CheckinBuffer, check_in
+from hostatlas.telemetry.ingest.spool import Kind
 from hostatlas.telemetry.runtime import Telemetry
-from hostatlas.telemetry.spool import Kind
 
 CHECK_IN_PATH = "/api/v1/agent/check-in"
 TELEMETRY_PATHS = {"/api/v1/agent/metrics": Kind.METRICS, "/api/v1/agent/logs": Kind.LOGS}
@@ -63,8 +62,7 @@ class AgentFastPath:
                 answer = CheckInResponse(server_id=agent.server_id, received_at=received_at).model_dump(mode="json")
             else:
                 outcome = await app_runtime.part(Telemetry).accept_batch(
-                    TELEMETRY_PATHS[path], team_id=agent.team_id, server_id=agent.server_id, body=body,
-                    received_at=time.time())
+                    TELEMETRY_PATHS[path], team_id=agent.team_id, server_id=agent.server_id, body=body)
                 answer = outcome.answer()
         except (ValidationError, DomainError):
             # The regular route decides again and answers with the error envelope.

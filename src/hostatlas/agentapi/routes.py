@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy.orm import Session
 
-from hostatlas import tokens
 from hostatlas.agentapi.auth import agent_identity
 from hostatlas.agentapi.schemas import (
     CheckInRequest,
@@ -33,10 +31,11 @@ from hostatlas.servers import checkins
 from hostatlas.servers import service as servers
 from hostatlas.servers.agent_auth import AgentAuthenticator, AgentIdentity
 from hostatlas.servers.models import Server
+from hostatlas.servers.views import ServerViews
 from hostatlas.teams.models import Team
+from hostatlas.telemetry.ingest.spool import Kind
 from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.schemas import IngestResult, LogsBatch, MetricsBatch
-from hostatlas.telemetry.spool import Kind
 
 router = APIRouter(prefix="/api/v1/agent", tags=["Agent API"])
 
@@ -61,10 +60,9 @@ def register(body: RegisterRequest, request: Request, session: DbSession,
              principal: Annotated[Principal, Security(authenticated, scopes=["agent:register"])]) -> RegisterResponse:
     team = session.get_one(Team, principal.team_id)
     facts = servers.HostFacts(**body.model_dump())
-    enrolment = servers.register(session, team, facts, utcnow())
-    authenticator = runtime.current(request).part(AgentAuthenticator)
-    authenticator.forget_server(enrolment.server.id)
-    authenticator.remember(tokens.hash_token(enrolment.token), AgentIdentity(enrolment.server.id, team.id))
+    app_runtime = runtime.current(request)
+    enrolment = servers.register(session, team, facts, utcnow(), views=app_runtime.part(ServerViews),
+                                 token_cache=app_runtime.part(AgentAuthenticator))
     return RegisterResponse(server_id=enrolment.server.id, agent_token=enrolment.token, created=enrolment.created)
 
 
@@ -108,7 +106,7 @@ async def logs(request: Request, agent: Agent) -> IngestResult:
 
 async def _accept(request: Request, agent: AgentIdentity, kind: Kind) -> IngestResult:
     outcome = await runtime.current(request).part(Telemetry).accept_batch(
-        kind, team_id=agent.team_id, server_id=agent.server_id, body=await request.body(), received_at=time.time())
+        kind, team_id=agent.team_id, server_id=agent.server_id, body=await request.body())
     return IngestResult(**outcome.answer())
 
 

@@ -12,7 +12,6 @@ from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.types import IdPath
-from hostatlas.servers.service import get_server
 
 router = APIRouter(prefix="/api/v1", tags=["Agent config"])
 
@@ -20,30 +19,23 @@ Reader = Annotated[Principal, Security(authenticated, scopes=["servers:read"])]
 Writer = Annotated[Principal, Security(authenticated, scopes=["servers:write"])]
 
 
-def _view(session: DbSession, team_id: int, server_id: int | None) -> ServerAgentConfig:
-    return ServerAgentConfig(overrides=service.overrides(session, team_id, server_id),
-                             effective=service.effective(session, team_id, server_id))
-
-
 @router.get("/agent-config", response_model=ServerAgentConfig, responses=errors(), summary="Team agent defaults",
             description="What every agent of the team runs with, unless its server overrides it.")
 def get_team_config(principal: Reader, session: DbSession) -> ServerAgentConfig:
-    return _view(session, principal.team_id, None)
+    return service.config_of(session, principal.team_id, None)
 
 
 @router.put("/agent-config", response_model=ServerAgentConfig, responses=errors(400, 415, 422),
             summary="Set team agent defaults", description="Replaces the team's defaults; unset fields use the "
                                                            "built-in values. Agents pick it up at their next pull.")
 def put_team_config(body: AgentSettings, principal: Writer, session: DbSession) -> ServerAgentConfig:
-    service.replace(session, principal.team_id, None, body)
-    return _view(session, principal.team_id, None)
+    return service.replace(session, principal.team_id, None, body)
 
 
 @router.get("/servers/{server_id}/agent-config", response_model=ServerAgentConfig, responses=errors(404, 422),
             summary="A server's agent config")
 def get_server_config(server_id: IdPath, principal: Reader, session: DbSession) -> ServerAgentConfig:
-    get_server(session, team_id=principal.team_id, server_id=server_id)
-    return _view(session, principal.team_id, server_id)
+    return service.config_of(session, principal.team_id, server_id)
 
 
 @router.put("/servers/{server_id}/agent-config", response_model=ServerAgentConfig,
@@ -51,6 +43,4 @@ def get_server_config(server_id: IdPath, principal: Reader, session: DbSession) 
             description="Replaces the server's overrides; unset fields inherit the team's defaults.")
 def put_server_config(server_id: IdPath, body: AgentSettings, principal: Writer,
                       session: DbSession) -> ServerAgentConfig:
-    get_server(session, team_id=principal.team_id, server_id=server_id)
-    service.replace(session, principal.team_id, server_id, body)
-    return _view(session, principal.team_id, server_id)
+    return service.replace(session, principal.team_id, server_id, body)

@@ -1,4 +1,5 @@
-"""Effective agent config: built-in defaults, overlaid by the team's defaults, then by the server's."""
+"""Agent config: the team's defaults and each server's overrides, and the effective config an agent runs
+with (built-in defaults, overlaid by the team's defaults, then by the server's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostatlas.agentconfig.models import AgentConfigOverride
-from hostatlas.agentconfig.schemas import FEATURES, AgentSettings, EffectiveConfig
+from hostatlas.agentconfig.schemas import FEATURES, AgentSettings, EffectiveConfig, ServerAgentConfig
+from hostatlas.servers.service import get_server
 
 BUILT_IN: dict[str, Any] = {
     "metrics_interval": 15,
@@ -52,12 +54,25 @@ def effective(session: Session, team_id: int, server_id: int | None) -> Effectiv
     return EffectiveConfig(version=digest, **values)
 
 
-def replace(session: Session, team_id: int, server_id: int | None, settings: AgentSettings) -> None:
-    """Store a team's or a server's settings; AgentSettings has checked them (features known, bounds)."""
+def config_of(session: Session, team_id: int, server_id: int | None) -> ServerAgentConfig:
+    """The team's (``server_id`` None) or one of its servers' settings, and what they come to. Another
+    team's server is not found."""
+    if server_id is not None:
+        get_server(session, team_id=team_id, server_id=server_id)
+    return ServerAgentConfig(overrides=overrides(session, team_id, server_id),
+                             effective=effective(session, team_id, server_id))
+
+
+def replace(session: Session, team_id: int, server_id: int | None, settings: AgentSettings) -> ServerAgentConfig:
+    """Store a team's or one of its servers' settings (AgentSettings has checked them: features known,
+    bounds); returns the new config. Another team's server is not found, and nothing is stored."""
+    if server_id is not None:
+        get_server(session, team_id=team_id, server_id=server_id)
     row = _override(session, team_id, server_id)
     if row is None:
         row = AgentConfigOverride(team_id=team_id, server_id=server_id)
         session.add(row)
     row.values = settings.set_values()
     session.flush()
+    return config_of(session, team_id, server_id)
 

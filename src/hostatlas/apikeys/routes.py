@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Query, Security
 from pydantic import StringConstraints
-from sqlalchemy import select
 
 from hostatlas.apikeys import service
 from hostatlas.apikeys.auth import Principal, authenticated
@@ -21,10 +20,10 @@ from hostatlas.apikeys.schemas import (
     ApiKeyUpdate,
 )
 from hostatlas.clock import utcnow
-from hostatlas.http import runtime
 from hostatlas.http.deps import DbSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
+from hostatlas.http.runtime import AppRuntime
 from hostatlas.http.types import IdPath, Storable
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["API keys"])
@@ -40,13 +39,8 @@ def list_keys(principal: Reader, session: DbSession, params: ListParams = Depend
               q: Annotated[str, StringConstraints(max_length=200), Storable] | None = Query(
                   None, description="Name contains")) -> Page[ApiKeyOut]:
     now = utcnow()
-    stmt = select(ApiKey).where(ApiKey.team_id == principal.team_id)
-    if status is not None:
-        stmt = stmt.where(service.status_condition(status, now))
-    if q:
-        stmt = stmt.where(ApiKey.name.icontains(q, autoescape=True))
-    page = paginate(session, stmt, id_column=ApiKey.id, params=params, default_sort="-id",
-                    sortable={"created_at": ApiKey.created_at, "name": ApiKey.name})
+    page = paginate(session, service.listing(principal.team_id, status=status, q=q, now=now), id_column=ApiKey.id,
+                    params=params, default_sort="-id", sortable={"created_at": ApiKey.created_at, "name": ApiKey.name})
     return page_of(page, lambda key: ApiKeyOut.of(key, now))
 
 
@@ -68,9 +62,8 @@ def get_key(key_id: IdPath, principal: Reader, session: DbSession) -> ApiKeyOut:
 @router.patch("/{key_id}", response_model=ApiKeyOut, responses=errors(400, 404, 415, 422),
               summary="Rename an API key")
 def update_key(key_id: IdPath, body: ApiKeyUpdate, principal: Writer, session: DbSession) -> ApiKeyOut:
-    key = service.get_key(session, team_id=principal.team_id, key_id=key_id)
-    key.name = body.name
-    return ApiKeyOut.of(key, utcnow())
+    return ApiKeyOut.of(service.rename_key(session, team_id=principal.team_id, key_id=key_id, name=body.name),
+                        utcnow())
 
 
 @router.delete("/{key_id}", response_model=ApiKeyOut, responses=errors(404, 422), summary="Revoke an API key",
@@ -85,13 +78,12 @@ def revoke_key(key_id: IdPath, principal: Writer, session: DbSession) -> ApiKeyO
              description="Issues a successor with the same name, scopes and expiry. The old key keeps "
                          "working for grace_seconds (default 24 h), then stops: zero-downtime rotation. "
                          "Like creating, rotating needs every scope of the rotated key.")
-def rotate_key(key_id: IdPath, principal: Writer, session: DbSession, request: Request,
+def rotate_key(key_id: IdPath, principal: Writer, session: DbSession, runtime: AppRuntime,
                body: ApiKeyRotate | None = None) -> ApiKeyRotated:
     now = utcnow()
-    grace_seconds = body.grace_seconds if body and body.grace_seconds is not None else (
-        runtime.current(request).settings.default_rotation_grace)
-    issued = service.rotate_key(session, team_id=principal.team_id, key_id=key_id,
-                                grace=timedelta(seconds=grace_seconds), now=now, granted_by=principal.scopes)
-    previous = service.get_key(session, team_id=principal.team_id, key_id=key_id)
-    return ApiKeyRotated(**ApiKeyOut.of(issued.record, now).model_dump(), key=issued.raw,
-                         previous=ApiKeyOut.of(previous, now))
+    grace = timedelta(seconds=body.grace_seconds) if body and body.grace_seconds is not None else None
+    rotation = service.rotate_key(session, team_id=principal.team_id, key_id=key_id, grace=grace,
+                                  default_grace=timedelta(seconds=runtime.settings.default_rotation_grace), now=now,
+                                  granted_by=principal.scopes)
+    return ApiKeyRotated(**ApiKeyOut.of(rotation.successor.record, now).model_dump(), key=rotation.successor.raw,
+                         previous=ApiKeyOut.of(rotation.previous, now))

@@ -1,4 +1,4 @@
-"""API key lifecycle: create, authenticate, revoke, rotate. Pure domain code: no HTTP here."""
+"""API key lifecycle: create, list, rename, authenticate, revoke, rotate. Pure domain code: no HTTP here."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from hostatlas import tokens
@@ -23,6 +23,12 @@ class IssuedKey:
 
     record: ApiKey
     raw: str
+
+
+@dataclass(frozen=True)
+class Rotation:
+    successor: IssuedKey
+    previous: ApiKey  # the rotated key, now expiring at the end of the grace
 
 
 def _issue(session: Session, *, team_id: int, name: str, scopes: list[str], expires_at: datetime | None,
@@ -79,11 +85,27 @@ def status_condition(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
     return and_(or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now), ~expired)
 
 
+def listing(team_id: int, *, status: KeyStatus | None, q: str | None, now: datetime) -> Select[ApiKey]:
+    """The team's keys, filtered (the caller pages and sorts): in ``status`` as of ``now``, named like ``q``."""
+    stmt = select(ApiKey).where(ApiKey.team_id == team_id)
+    if status is not None:
+        stmt = stmt.where(status_condition(status, now))
+    if q:
+        stmt = stmt.where(ApiKey.name.icontains(q, autoescape=True))
+    return stmt
+
+
 def get_key(session: Session, *, team_id: int, key_id: int) -> ApiKey:
     # Another team's key is indistinguishable from a missing one.
     record = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.team_id == team_id))
     if record is None:
         raise NotFound("API key", "api_key_not_found")
+    return record
+
+
+def rename_key(session: Session, *, team_id: int, key_id: int, name: str) -> ApiKey:
+    record = get_key(session, team_id=team_id, key_id=key_id)
+    record.name = name
     return record
 
 
@@ -94,12 +116,15 @@ def revoke_key(session: Session, *, team_id: int, key_id: int, now: datetime) ->
     return record
 
 
-def rotate_key(session: Session, *, team_id: int, key_id: int, grace: timedelta, now: datetime,
-               granted_by: Iterable[str]) -> IssuedKey:
-    """Issue a successor with the same scopes; the old key keeps working until the grace ends.
+def rotate_key(session: Session, *, team_id: int, key_id: int, grace: timedelta | None, default_grace: timedelta,
+               now: datetime, granted_by: Iterable[str]) -> Rotation:
+    """Issue a successor with the same scopes; the old key keeps working until the grace ends: ``grace``, or
+    when none is asked for ``default_grace`` (the deployment's, ``Settings.default_rotation_grace``).
 
     The successor is a new key with the old one's scopes, so the caller must hold them all, as if creating it.
     """
+    if grace is None:
+        grace = default_grace
     if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
         raise InvalidInput.single(
             "grace_seconds", "out_of_range", f"Between 0 and {int(MAX_ROTATION_GRACE.total_seconds())}"
@@ -117,7 +142,7 @@ def rotate_key(session: Session, *, team_id: int, key_id: int, grace: timedelta,
     old.rotated_at = now
     if old.expires_at is None or old.expires_at > grace_end:
         old.expires_at = grace_end
-    return successor
+    return Rotation(successor, old)
 
 
 def authenticate(session: Session, raw: str, now: datetime) -> ApiKey:

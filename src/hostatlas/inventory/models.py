@@ -10,6 +10,13 @@ from hostatlas.clock import utcnow
 from hostatlas.db.base import Base, UTCDateTime
 
 
+def days_until(moment: date | datetime | None, today: date) -> int | None:
+    """Whole days from ``today`` to an expiry (negative once past); None when there is no expiry."""
+    if moment is None:
+        return None
+    return ((moment.date() if isinstance(moment, datetime) else moment) - today).days
+
+
 class InventoryRow:
     """Columns every discovered item has: its server, team and when it was first and last changed."""
 

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hostatlas.http.types import Id, Int64, NonNegativeInt, Timestamp
+from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, Service, days_until
 from hostatlas.servers.schemas import ServerRef
 
 
@@ -14,6 +15,10 @@ class InventoryItem(BaseModel):
     server: ServerRef
     first_seen_at: Timestamp
     updated_at: Timestamp
+
+
+def _item(row: Service | Domain | Container | Certificate, server: ServerRef) -> dict[str, Any]:
+    return {"id": row.id, "server": server, "first_seen_at": row.first_seen_at, "updated_at": row.updated_at}
 
 
 class ServiceOut(InventoryItem):
@@ -25,6 +30,11 @@ class ServiceOut(InventoryItem):
     ports: list[NonNegativeInt]
     log_paths: list[str]
 
+    @classmethod
+    def of(cls, s: Service, server: ServerRef) -> ServiceOut:
+        return cls(**_item(s, server), name=s.name, version=s.version, status=s.status, unit=s.unit, pid=s.pid,
+                   ports=list(s.ports or []), log_paths=list(s.log_paths or []))
+
 
 class DomainOut(InventoryItem):
     name: str
@@ -32,12 +42,21 @@ class DomainOut(InventoryItem):
     ssl_expiry: date | None
     days_until_expiry: Int64 | None
 
+    @classmethod
+    def of(cls, d: Domain, server: ServerRef, today: date) -> DomainOut:
+        return cls(**_item(d, server), name=d.name, source=d.source, ssl_expiry=d.ssl_expiry,
+                   days_until_expiry=days_until(d.ssl_expiry, today))
+
 
 class ContainerOut(InventoryItem):
     container_id: str
     name: str
     image: str | None
     status: str | None
+
+    @classmethod
+    def of(cls, c: Container, server: ServerRef) -> ContainerOut:
+        return cls(**_item(c, server), container_id=c.container_id, name=c.name, image=c.image, status=c.status)
 
 
 class CertificateOut(InventoryItem):
@@ -48,6 +67,11 @@ class CertificateOut(InventoryItem):
     not_after: Timestamp | None
     days_until_expiry: Int64 | None
 
+    @classmethod
+    def of(cls, c: Certificate, server: ServerRef, today: date) -> CertificateOut:
+        return cls(**_item(c, server), path=c.path, subject=c.subject, issuer=c.issuer, domains=list(c.domains or []),
+                   not_after=c.not_after, days_until_expiry=days_until(c.not_after, today))
+
 
 class ChangeOut(BaseModel):
     id: Id
@@ -57,3 +81,8 @@ class ChangeOut(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     created_at: Timestamp
+
+    @classmethod
+    def of(cls, c: InventoryChange) -> ChangeOut:
+        return cls(id=c.id, kind=c.kind, action=c.action, key=c.key, before=c.before, after=c.after,
+                   created_at=c.created_at)

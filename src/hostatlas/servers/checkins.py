@@ -26,7 +26,8 @@ from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.isolation import flush_latest
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.servers.models import Server, ServerStatus
-from hostatlas.servers.service import record_back_online
+from hostatlas.servers.status import record_back_online
+from hostatlas.servers.views import ServerViews
 
 FLUSH_BATCH = 2000
 PIPELINE = "servers.checkins"
@@ -51,7 +52,8 @@ def check_in(buffer: CheckinBuffer, server_id: int, *, agent_version: str | None
 
 
 class CheckinBuffer:
-    def __init__(self) -> None:
+    def __init__(self, views: ServerViews) -> None:
+        self.views = views  # a server back online is announced with its summary
         self._pending: LatestValues[int, Checkin] = LatestValues()
 
     def note(self, server_id: int, checkin: Checkin) -> None:
@@ -66,12 +68,12 @@ class CheckinBuffer:
 
         def write(batch: list[tuple[int, Checkin]]) -> None:
             with db.session(write=True) as session:
-                apply_checkins(session, dict(batch))
+                apply_checkins(session, dict(batch), self.views)
 
         return flush_latest(self._pending, write, lambda poison: _set_aside(db, poison), batch=FLUSH_BATCH)
 
 
-def apply_checkins(session: Session, checkins: dict[int, Checkin]) -> None:
+def apply_checkins(session: Session, checkins: dict[int, Checkin], views: ServerViews) -> None:
     # Lock the rows first (PostgreSQL), in id order: a concurrent offline sweep either committed already,
     # and its status is read here, or skips these rows. Reading status before locking could miss an
     # offline flip that commits meanwhile and leave a server.offline without its server.online.
@@ -85,7 +87,7 @@ def apply_checkins(session: Session, checkins: dict[int, Checkin]) -> None:
     for server_id, offline_since in came_back.items():
         server = session.get_one(Server, server_id)
         session.refresh(server)
-        record_back_online(session, server, offline_since)
+        record_back_online(session, server, offline_since, views)
 
 
 # For everyone at once. A fact a check-in left out keeps its stored value, and last_seen_at never moves
@@ -149,9 +151,9 @@ def decode(payload: bytes) -> tuple[int, Checkin]:
     return server_id, Checkin(**{**fields, "at": datetime.fromisoformat(fields["at"])})
 
 
-def replay(db: Database, item: QuarantinedItem) -> None:
+def replay(db: Database, item: QuarantinedItem, *, views: ServerViews) -> None:
     """Apply a quarantined check-in, unless its server was deleted meanwhile (nothing left to apply it to)."""
     server_id, checkin = decode(item.payload)
     with db.session(write=True) as session:
         if session.get(Server, server_id) is not None:
-            apply_checkins(session, {server_id: checkin})
+            apply_checkins(session, {server_id: checkin}, views)

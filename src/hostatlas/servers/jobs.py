@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 
 from hostatlas.clock import isoformat_z
 from hostatlas.db.engine import Database
-from hostatlas.events import service as events
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.isolation import write_isolating
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.servers.models import Server, ServerStatus
-from hostatlas.servers.service import payload_of
+from hostatlas.servers.status import record_offline
+from hostatlas.servers.views import ServerViews
 from hostatlas.settings import Settings
 
 SWEEP_BATCH = 1000
@@ -28,7 +28,7 @@ def offline_cutoff(settings: Settings, now: datetime) -> datetime:
     return now - timedelta(seconds=settings.offline_after + settings.flush_interval)
 
 
-def mark_offline(db: Database, settings: Settings, now: datetime) -> int:
+def mark_offline(db: Database, settings: Settings, now: datetime, *, views: ServerViews) -> int:
     """Mark silent servers offline, one ``server.offline`` event each, whatever the number of workers.
 
     Rows are claimed with FOR UPDATE SKIP LOCKED on PostgreSQL (a concurrent worker or check-in flush
@@ -50,7 +50,7 @@ def mark_offline(db: Database, settings: Settings, now: datetime) -> int:
     def sweep(ids: list[int]) -> None:
         nonlocal flipped
         with db.session(write=True) as session:
-            flipped += len(_flip(session, ids, cutoff, now, announce=True))
+            flipped += len(_flip(session, ids, cutoff, now, announce=views))
 
     done = write_isolating(silent, sweep, batch=SWEEP_BATCH)
     for server_id, exc in done.poison:
@@ -60,7 +60,9 @@ def mark_offline(db: Database, settings: Settings, now: datetime) -> int:
     return flipped
 
 
-def _flip(session: Session, ids: list[int], cutoff: datetime, now: datetime, *, announce: bool) -> list[Server]:
+def _flip(session: Session, ids: list[int], cutoff: datetime, now: datetime, *,
+          announce: ServerViews | None) -> list[Server]:
+    """Flip the still-silent servers among ``ids``; ``announce``: record their events with these views."""
     claim = (select(Server.id).where(Server.id.in_(ids), Server.status == ServerStatus.ONLINE.value,
                                      Server.last_seen_at < cutoff)
              .order_by(Server.id).with_for_update(skip_locked=True))
@@ -74,24 +76,16 @@ def _flip(session: Session, ids: list[int], cutoff: datetime, now: datetime, *, 
     for server_id in flipped:
         server = session.get_one(Server, server_id)
         session.refresh(server)
-        if announce:
-            _record_offline(session, server)
+        if announce is not None:
+            record_offline(session, server, announce)
         servers.append(server)
     return servers
-
-
-def _record_offline(session: Session, server: Server) -> None:
-    assert server.offline_since is not None
-    events.record(session, team_id=server.team_id, type=events.SERVER_OFFLINE, resource_type="server",
-                  resource_id=server.id, server_id=server.id, at=server.offline_since,
-                  payload={"server": payload_of(session, server), "previous_status": ServerStatus.ONLINE.value,
-                           "offline_since": isoformat_z(server.offline_since)})
 
 
 def _flip_setting_event_aside(db: Database, server_id: int, cutoff: datetime, now: datetime,
                               exc: Exception) -> int:
     with db.session(write=True) as session:
-        flipped = _flip(session, [server_id], cutoff, now, announce=False)
+        flipped = _flip(session, [server_id], cutoff, now, announce=None)
         for server in flipped:
             payload = {"server_id": server.id, "offline_since": isoformat_z(now)}
             quarantine.set_aside(session, pipeline=OFFLINE_EVENTS, reason=quarantine.describe(exc),
@@ -99,11 +93,11 @@ def _flip_setting_event_aside(db: Database, server_id: int, cutoff: datetime, no
     return len(flipped)
 
 
-def replay_offline_event(db: Database, item: QuarantinedItem) -> None:
+def replay_offline_event(db: Database, item: QuarantinedItem, *, views: ServerViews) -> None:
     """Record the set-aside server.offline event, if its server is still in that same offline spell."""
     fields = json.loads(item.payload)
     with db.session(write=True) as session:
         server = session.scalar(select(Server).where(Server.id == fields["server_id"]).with_for_update())
         if server is not None and server.status == ServerStatus.OFFLINE.value and server.offline_since \
                 and isoformat_z(server.offline_since) == fields["offline_since"]:
-            _record_offline(session, server)
+            record_offline(session, server, views)

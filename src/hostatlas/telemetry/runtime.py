@@ -2,8 +2,14 @@
 
 A batch's path: the request is judged entry by entry (what is dropped and why goes in the answer),
 its body is appended to the spool and the answer sent once that is durable; the storer then parses it
-and stores it within about ``telemetry_batch_delay`` seconds. Reads call ``sync`` first, so an agent's
-batch followed by a query for it finds it.
+and stores it within about ``telemetry_batch_delay`` seconds.
+
+Reads see every batch acknowledged before them, by this process or any other serving process of the
+install: ``caught_up`` waits until every spool segment that held unstored frames when the read began
+has been stored. The serving processes share the spool root, each in a directory of its own, and a
+segment leaves the spool only once stored, so one listing of the root is all a read needs to know
+what to wait for; nothing is closed early for it, so batches stay whole. The wait is bounded
+(``READ_WAIT_SECONDS``): a read during a store outage answers with what is stored, and logs that.
 """
 
 from __future__ import annotations
@@ -13,21 +19,24 @@ from dataclasses import dataclass
 import structlog
 from starlette.concurrency import run_in_threadpool
 
+from hostatlas.clock import now_unix
 from hostatlas.db.engine import Database
 from hostatlas.settings import Settings
-from hostatlas.telemetry.ingest import Limits, Outcome, decode_frame, limits_of
-from hostatlas.telemetry.model import TelemetryStore
-from hostatlas.telemetry.quarantine import FrameQuarantine
-from hostatlas.telemetry.spool import BacklogStatus, Frame, Kind, Spool, backlog_status
-from hostatlas.telemetry.storer import Storer, StorerHandle, StorerProcess, StorerThread
-from hostatlas.telemetry.stores import open_store
-from hostatlas.telemetry.writer import SpoolWriter
+from hostatlas.telemetry.ingest.decode import Limits, Verdict, decode_frame, limits_of
+from hostatlas.telemetry.ingest.quarantine import FrameQuarantine
+from hostatlas.telemetry.ingest.spool import BacklogStatus, Frame, Kind, Spool, backlog_status, wait_until_stored
+from hostatlas.telemetry.ingest.storer import Storer, StorerHandle, StorerProcess, StorerThread
+from hostatlas.telemetry.ingest.writer import SpoolWriter
+from hostatlas.telemetry.storage.contract import TelemetryStore
+from hostatlas.telemetry.storage.stores import open_store
 
 log = structlog.get_logger(__name__)
 # A log segment is closed at this size at the latest, so that one INSERT batch stays bounded.
 SEGMENT_FRAMES = {Kind.METRICS: 2000, Kind.LOGS: 100}
 # Larger batches are judged off the event loop.
 INLINE_DECODE_BYTES = 64 * 1024
+# How long a read waits for acknowledged batches to be stored before it answers with what is.
+READ_WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -57,18 +66,17 @@ class Telemetry:
                                          quarantine=FrameQuarantine(settings.resolved_database_url, db)))
         return cls(store, spool, writers, limits, storer)
 
-    async def accept_batch(self, kind: Kind, *, team_id: int, server_id: int, body: bytes, received_at: float
-                           ) -> Outcome:
+    async def accept_batch(self, kind: Kind, *, team_id: int, server_id: int, body: bytes) -> Verdict:
         """What an agent's batch does, whichever path served it: judged entry by entry, and durable before
         this returns if anything in it is accepted. Raises DomainError when the whole batch is refused."""
-        frame = Frame(kind, team_id, server_id, received_at, body)
-        outcome = (self.judge(frame) if len(body) <= INLINE_DECODE_BYTES
+        frame = Frame(kind, team_id, server_id, now_unix(), body)
+        verdict = (self.judge(frame) if len(body) <= INLINE_DECODE_BYTES
                    else await run_in_threadpool(self.judge, frame))
-        if outcome.accepted:
+        if verdict.accepted:
             await self.write(frame)
-        return outcome
+        return verdict
 
-    def judge(self, frame: Frame) -> Outcome:
+    def judge(self, frame: Frame) -> Verdict:
         """What of the batch will be stored, and what is dropped and why (log lines are parsed later)."""
         return decode_frame(frame, self.limits[frame.kind], parse=False)[1]
 
@@ -80,11 +88,11 @@ class Telemetry:
         """What is acknowledged but not stored yet (for /readyz and /metrics): a listing of the spool."""
         return backlog_status(self.spool.directory)
 
-    def sync(self, timeout: float = 10.0) -> None:
-        """Block until every batch acknowledged so far is stored, so a read right after a write sees it."""
-        for writer in self.writers.values():
-            if not writer.sync(timeout):
-                log.warning("telemetry_sync_timed_out", writer=writer.name)
+    def caught_up(self) -> TelemetryStore:
+        """The store, once every batch acknowledged before this call (by any serving process) is stored in it."""
+        if not wait_until_stored(self.spool.root, READ_WAIT_SECONDS):
+            log.warning("telemetry_read_not_caught_up", waited_seconds=READ_WAIT_SECONDS)
+        return self.store
 
     def stop(self) -> None:
         for writer in self.writers.values():

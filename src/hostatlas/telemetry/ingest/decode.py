@@ -1,4 +1,4 @@
-"""Decoding agent telemetry batches: decode once with orjson, check every entry, keep the good ones.
+"""Judging and decoding agent telemetry batches: decode once with orjson, check every entry, keep the good ones.
 
 A bad entry (a value no float64 holds finitely, a timestamp too far from now, a malformed label, text
 holding NUL or lone surrogates) is dropped on its own and reported; the rest of the batch is kept. Only
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,10 @@ import orjson
 from hostatlas.errors import InvalidInput, MalformedBody
 from hostatlas.http.types import text_problem
 from hostatlas.settings import Settings
-from hostatlas.telemetry.logparse import parse_line
-from hostatlas.telemetry.model import LogRecord, MetricPoint
-from hostatlas.telemetry.series import LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS, METRIC_NAME, canonical_labels
-from hostatlas.telemetry.spool import Frame, Kind
+from hostatlas.telemetry.ingest.logparse import parse_line
+from hostatlas.telemetry.ingest.spool import Frame, Kind
+from hostatlas.telemetry.storage.contract import LogRecord, MetricPoint, TelemetryStore
+from hostatlas.telemetry.storage.series import LABEL_NAME, MAX_LABEL_VALUE, MAX_LABELS, METRIC_NAME, canonical_labels
 
 MAX_REPORTED_PROBLEMS = 100
 
@@ -44,7 +45,7 @@ def limits_of(settings: Settings) -> dict[Kind, Limits]:
 
 
 @dataclass
-class Outcome:
+class Verdict:
     """What a batch came to: accepted rows and, per dropped entry, where it was and why."""
 
     accepted: int = 0
@@ -116,35 +117,35 @@ def _labels_problem(labels: Any) -> str | None:
 
 
 def decode_metrics(body: bytes, *, team_id: int, server_id: int, now: float, limits: Limits,
-                   parse: bool = True) -> tuple[list[MetricPoint], Outcome]:
-    """With ``parse=False`` only judge the points (the outcome), and make no rows: the request path."""
-    outcome, points = Outcome(), list[MetricPoint]()
+                   parse: bool = True) -> tuple[list[MetricPoint], Verdict]:
+    """With ``parse=False`` only judge the points (the verdict), and make no rows: the request path."""
+    verdict, points = Verdict(), list[MetricPoint]()
     oldest, newest, room = now - limits.max_age, now + limits.max_future, limits.max_entries
     for index, series in enumerate(_list_field(_load(body)[0], "series")):
         if not isinstance(series, dict) or not isinstance(series.get("metric"), str) \
                 or not METRIC_NAME.match(series["metric"]):
-            outcome.drop("invalid_metric", "metric must be a name like cpu.percent", series=index)
+            verdict.drop("invalid_metric", "metric must be a name like cpu.percent", series=index)
             continue
         label_problem, labels = _series_labels(series.get("labels"))
         if label_problem or not isinstance(series.get("points"), list):
-            outcome.drop("invalid_series", label_problem or "points must be an array", series=index)
+            verdict.drop("invalid_series", label_problem or "points must be an array", series=index)
             continue
         metric = series["metric"]
         for position, point in enumerate(series["points"]):
-            if outcome.accepted >= room:
-                outcome.drop("batch_limit", f"more than {room} points in one batch", series=index, point=position)
+            if verdict.accepted >= room:
+                verdict.drop("batch_limit", f"more than {room} points in one batch", series=index, point=position)
                 continue
             # The common case, checked inline: a pair of numbers, the value finite (x - x is 0 only then),
             # the time within bounds (comparisons with NaN are false). Anything else takes the slow path.
             if type(point) is list and len(point) == 2 and type(point[1]) in _NUMBER and type(point[0]) in _NUMBER \
                     and point[1] - point[1] == 0 and oldest <= point[0] <= newest:
-                outcome.accepted += 1
+                verdict.accepted += 1
                 if parse:
                     points.append(MetricPoint(team_id, server_id, metric, labels, int(point[0]), float(point[1])))
                 continue
             problem = _point_problem(point, now, limits) or "invalid_point"
-            outcome.drop(problem, _POINT_MESSAGES[problem], series=index, point=position)
-    return points, outcome
+            verdict.drop(problem, _POINT_MESSAGES[problem], series=index, point=position)
+    return points, verdict
 
 
 _NUMBER = frozenset({int, float})
@@ -192,30 +193,38 @@ def _point_problem(point: Any, now: float, limits: Limits) -> str | None:
 
 
 def decode_logs(body: bytes, *, team_id: int, server_id: int, now: float, limits: Limits,
-                parse: bool = True) -> tuple[list[LogRecord], Outcome]:
-    """With ``parse=False`` only judge the entries (the outcome), and make no records: the request path."""
-    outcome, records = Outcome(), list[LogRecord]()
+                parse: bool = True) -> tuple[list[LogRecord], Verdict]:
+    """With ``parse=False`` only judge the entries (the verdict), and make no records: the request path."""
+    verdict, records = Verdict(), list[LogRecord]()
     document, valid_utf8 = _load(body)
     for index, entry in enumerate(_list_field(document, "entries")):
         if index >= limits.max_entries:
-            outcome.drop("batch_limit", f"more than {limits.max_entries} entries in one batch", entry=index)
+            verdict.drop("batch_limit", f"more than {limits.max_entries} entries in one batch", entry=index)
             continue
         problem = _entry_problem(entry, now, limits, valid_utf8)
         if problem:
-            outcome.drop(problem[0], problem[1], entry=index)
+            verdict.drop(problem[0], problem[1], entry=index)
             continue
-        outcome.accepted += 1
+        verdict.accepted += 1
         if parse:
             records.append(_record(entry, team_id, server_id, now, limits))
-    return records, outcome
+    return records, verdict
 
 
-def decode_frame(frame: Frame, limits: Limits, *, parse: bool = True) -> tuple[list[Any], Outcome]:
-    """The rows and outcome of one agent batch, judged as of the time it was received."""
+def decode_frame(frame: Frame, limits: Limits, *, parse: bool = True) -> tuple[list[Any], Verdict]:
+    """The rows and verdict of one agent batch, judged as of the time it was received."""
     decode = decode_metrics if frame.kind is Kind.METRICS else decode_logs
-    rows, outcome = decode(frame.body, team_id=frame.team_id, server_id=frame.server_id,
+    rows, verdict = decode(frame.body, team_id=frame.team_id, server_id=frame.server_id,
                            now=frame.received_at, limits=limits, parse=parse)
-    return list(rows), outcome
+    return list(rows), verdict
+
+
+def insert(store: TelemetryStore, kind: Kind, rows: Sequence[Any]) -> None:
+    """One INSERT of rows ``decode_frame`` made for frames of one kind (``MetricPoint`` or ``LogRecord``)."""
+    if kind is Kind.METRICS:
+        store.insert_metrics(rows)
+    else:
+        store.insert_logs(rows)
 
 
 def _entry_problem(entry: Any, now: float, limits: Limits, valid_utf8: bool) -> tuple[str, str] | None:

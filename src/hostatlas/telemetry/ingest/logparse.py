@@ -27,7 +27,7 @@ to try, and a line none of them matches is ``plain``.
   nulls left out. Other JSON (arrays, invalid text) is ``plain``.
 - ``plain``: anything else. ts only from a leading ISO-8601 timestamp, which is then cut from the message.
 
-Levels are always one of ``model.LEVELS``, "info" when nothing says otherwise. Level words are whole
+Levels are always one of ``contract.LEVELS``, "info" when nothing says otherwise. Level words are whole
 words, any case, in the first 80 characters of the message; the leftmost wins. Timestamps without a
 zone are taken as UTC. Messages and string field values are cut to 8 KiB of UTF-8 at a character
 boundary. ``parse_line`` never raises, and takes time linear in the line's length: every format regex
@@ -46,7 +46,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from hostatlas.telemetry.logtime import (
+from hostatlas.clock import now_unix
+from hostatlas.telemetry.ingest.logtime import (
     ISO,
     ISO_BODY,
     MONTHS,
@@ -56,7 +57,7 @@ from hostatlas.telemetry.logtime import (
     remember,
     zone_offset,
 )
-from hostatlas.telemetry.model import LEVELS
+from hostatlas.telemetry.storage.contract import LEVELS
 
 FieldValue = str | int | float
 T = TypeVar("T")
@@ -298,7 +299,7 @@ def _current_year(now: float) -> tuple[int, float, float, dict[str, float | None
 def _rfc3164_ts(stamp: str, year: int | None) -> float | None:
     if year is not None:
         return _rfc3164_epoch(stamp, year)
-    now = time.time()
+    now = now_unix()
     current, _, _, cache = _current_year(now)
     try:
         ts = cache[stamp]

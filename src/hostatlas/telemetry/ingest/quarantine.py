@@ -1,7 +1,7 @@
 """Telemetry frames the storer could not store, set aside in the platform's quarantine, and their replay.
 
 A frame is set aside when it cannot be decoded (at once: decoding is deterministic) or when its INSERT
-failed alone several times while the store answered (telemetry/storer.py). The item's payload is the
+failed alone several times while the store answered (telemetry/ingest/storer.py). The item's payload is the
 frame as the spool holds it (``Frame.encode()``), so a replay judges it as of the time it was received.
 The storer may be a process of its own that has no database open: it opens one on the first frame it
 sets aside.
@@ -14,9 +14,9 @@ from hostatlas.db.engine import Database
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings
-from hostatlas.telemetry.ingest import decode_frame, limits_of
-from hostatlas.telemetry.spool import Frame, Kind, frames_of
-from hostatlas.telemetry.stores import insert, open_store
+from hostatlas.telemetry.ingest.decode import decode_frame, insert, limits_of
+from hostatlas.telemetry.ingest.spool import Frame, Kind, frames_of
+from hostatlas.telemetry.storage.stores import open_store
 
 PIPELINES = {Kind.METRICS: "telemetry.metrics", Kind.LOGS: "telemetry.logs"}
 

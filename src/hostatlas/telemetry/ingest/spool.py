@@ -5,7 +5,7 @@ which writes the raw table and both rollups, whether it carries 3,000 rows or 20
 wants few, large INSERTs, while an agent wants its answer in milliseconds. And parsing log lines costs
 more CPU than serving the requests that carry them. So a request is answered once its batch is
 appended here and fdatasync'd (a fraction of a millisecond, shared by every request of the group);
-the storer (telemetry/storer.py, its own process by default) decodes, parses and stores the closed
+the storer (telemetry/ingest/storer.py, its own process by default) decodes, parses and stores the closed
 segments in large batches, and deletes them. A crash loses nothing acknowledged.
 
 Layout: ``<root>/<process>/`` holds one serving process's segments. The process writes to
@@ -18,6 +18,9 @@ The serving process holds an exclusive flock on ``lock``, its storer one on ``st
 whose serving process is gone seals the open segments, stores everything and exits. Every few seconds a
 storer adopts sibling directories where both locks are free (both are gone), moving their segments
 into its own directory.
+
+Every serving process of an install shares the root, so a read can wait for what any of them
+acknowledged (``wait_until_stored``): a segment leaves the spool only once the storer has stored it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import struct
 import time
 import uuid
@@ -33,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+
+from hostatlas.clock import now_unix
 
 
 class Kind(IntEnum):
@@ -45,6 +51,8 @@ _CRC = struct.Struct("<I")
 SEGMENT_SUFFIX = ".seg"
 OPEN_SUFFIX = ".open"
 PROCESS_LOCK, STORER_LOCK = "lock", "storer.lock"
+# A frame that failed alone waits in a segment of its own, named so (telemetry/ingest/storer.py).
+SUSPECT = re.compile(r"-suspect-(\d+)-")
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,6 @@ class SegmentLog:
         self._path = directory
         self.frames = 0  # in the open segment
         self.opened_at = 0.0  # monotonic time of the open segment's first frame
-        # The newest segment closed so far: a reader waits for it to be stored when nothing is open.
-        self.last_closed: Path | None = None
         self._open_next()
 
     def _open_next(self) -> None:
@@ -127,7 +133,6 @@ class SegmentLog:
         os.close(self._fd)
         closed = self._path.with_suffix(SEGMENT_SUFFIX)
         os.rename(self._path, closed)
-        self.last_closed = closed
         self._open_next()
         return closed
 
@@ -161,7 +166,7 @@ class BacklogStatus:
 
 def backlog_status(directory: Path, now: float | None = None) -> BacklogStatus:
     """One directory listing and a stat per closed segment: cheap enough for every probe and scrape."""
-    moment = time.time() if now is None else now
+    moment = now_unix() if now is None else now
     total, count, oldest = 0, 0, moment
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -244,3 +249,70 @@ def adopt_orphans(root: Path, into: Path) -> int:
                 if fd is not None:
                     os.close(fd)
     return adopted
+
+
+@dataclass(frozen=True)
+class UnstoredSegment:
+    directory: Path
+    stem: str  # the segment's name without its suffix: the same whether it is open or closed
+
+
+def unstored_segments(root: Path) -> list[UnstoredSegment]:
+    """The segments under ``root`` holding acknowledged frames not stored yet, of every serving process.
+
+    Open segments with frames and closed ones; not suspects, which wait seconds for their retry (what
+    failed alone is no read's to wait for). A directory is listed in one getdents call (it holds a few
+    files), under the directory's lock, so a segment renamed from open to closed meanwhile is not missed.
+    """
+    found = []
+    for directory in sorted(root.iterdir()):
+        try:
+            with os.scandir(directory) as entries:
+                names = [(entry.name, entry) for entry in entries]
+        except (FileNotFoundError, NotADirectoryError):  # removed meanwhile: its process stopped, all stored
+            continue
+        for name, entry in names:
+            if SUSPECT.search(name) or not (name.endswith(SEGMENT_SUFFIX) or name.endswith(OPEN_SUFFIX)):
+                continue
+            if name.endswith(OPEN_SUFFIX) and not _has_frames(entry):
+                continue  # the next segment, opened empty: nothing acknowledged is in it
+            found.append(UnstoredSegment(directory, name.rsplit(".", 1)[0]))
+    return found
+
+
+def _has_frames(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.stat().st_size > 0
+    except FileNotFoundError:  # closed (renamed) since the listing: it held frames; it is followed as closed
+        return True
+
+
+def still_unstored(root: Path, segments: list[UnstoredSegment]) -> list[UnstoredSegment]:
+    """Those of ``segments`` still in the spool, wherever a storer adopting them moved them."""
+    return [segment for segment in segments if _in_spool(root, segment)]
+
+
+def _in_spool(root: Path, segment: UnstoredSegment) -> bool:
+    # Open before closed: the order a segment is renamed in, so a rename between the two looks is not missed.
+    for suffix in (OPEN_SUFFIX, SEGMENT_SUFFIX):
+        if (segment.directory / f"{segment.stem}{suffix}").exists():
+            return True
+    # Not in its directory: stored, or adopted by another storer (``adopt_orphans`` names it so).
+    kind, _, rest = segment.stem.partition("-")
+    return any(root.glob(f"*/{kind}-0-*{segment.directory.name}-{rest}{SEGMENT_SUFFIX}"))
+
+
+def wait_until_stored(root: Path, timeout: float, *, poll: float = 0.01) -> bool:
+    """Block until every frame acknowledged before the call, by any serving process under ``root``, is stored.
+
+    Forces nothing: open segments are closed by their own writers (at the batch delay, or when full) and
+    stored by their own storers; this only watches them leave. False once ``timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    pending = unstored_segments(root)
+    while pending:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+        pending = still_unstored(root, pending)
+    return True

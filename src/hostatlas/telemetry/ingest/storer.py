@@ -7,7 +7,7 @@ use. Either way it takes segments oldest first, INSERTs batches of about ``telem
 (an agent's batch, a frame, is never split), and deletes a segment once each of its frames is dealt with.
 
 One bad frame never stops the line:
-- A frame that cannot be decoded is set aside in the quarantine at once (telemetry/quarantine.py).
+- A frame that cannot be decoded is set aside in the quarantine at once (telemetry/ingest/quarantine.py).
 - A failed INSERT is retried in halves down to single frames, so the good frames are stored. A frame
   that fails alone becomes a *suspect*: written to a segment of its own (``<kind>-0-suspect-<n>-...``),
   retried alone after ``suspect_retry`` seconds, behind the rest of the line, and set aside once it has
@@ -23,7 +23,6 @@ rows again at the next start.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -37,14 +36,15 @@ from typing import Any, Protocol
 
 import structlog
 
+from hostatlas.clock import now_unix
 from hostatlas.pipelines.quarantine import describe
 from hostatlas.settings import Settings
-from hostatlas.telemetry.ingest import Limits, decode_frame, limits_of
-from hostatlas.telemetry.model import TelemetryStore
-from hostatlas.telemetry.quarantine import FrameQuarantine
-from hostatlas.telemetry.spool import (
+from hostatlas.telemetry.ingest.decode import Limits, decode_frame, insert, limits_of
+from hostatlas.telemetry.ingest.quarantine import FrameQuarantine
+from hostatlas.telemetry.ingest.spool import (
     SEGMENT_SUFFIX,
     STORER_LOCK,
+    SUSPECT,
     Frame,
     Kind,
     adopt_orphans,
@@ -53,7 +53,7 @@ from hostatlas.telemetry.spool import (
     read_frames,
     seal_open_segments,
 )
-from hostatlas.telemetry.stores import insert
+from hostatlas.telemetry.storage.contract import TelemetryStore
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,6 @@ ADOPT_EVERY_SECONDS = 5.0
 STOP_ATTEMPTS = 3  # when stopping, give up after this many failed attempts and leave the rest on disk
 STRIKES = 3  # a frame that failed alone this many times, the store answering each time, is set aside
 SUSPECT_RETRY_SECONDS = 2.0
-SUSPECT = re.compile(r"-suspect-(\d+)-")
 
 
 class _StopSignal(Protocol):
@@ -133,7 +132,7 @@ class Storer:
 
     def ready(self, segments: list[Path]) -> list[Path]:
         """The segments to take now: every regular one, and the suspects whose retry time has come."""
-        due = time.time() - self.suspect_retry
+        due = now_unix() - self.suspect_retry
         ready = []
         for segment in segments:
             try:
@@ -277,7 +276,7 @@ class StorerThread:
 class StorerProcess:
     """The storer as a child process, restarted if it dies; it exits by itself if this process dies.
 
-    A plain ``python -m hostatlas.telemetry.storer`` rather than multiprocessing: it imports only what
+    A plain ``python -m hostatlas.telemetry.ingest.storer`` rather than multiprocessing: it imports only what
     storing needs, so it starts in a fraction of the time. It gets the settings on stdin (they may hold
     passwords, which a command line would show to every user) and stops on SIGTERM.
     """
@@ -292,7 +291,7 @@ class StorerProcess:
         self._supervisor.start()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "hostatlas.telemetry.storer", str(self._directory),
+        process = subprocess.Popen([sys.executable, "-m", "hostatlas.telemetry.ingest.storer", str(self._directory),
                                     str(os.getpid())], stdin=subprocess.PIPE)
         assert process.stdin is not None
         process.stdin.write(self._settings)
@@ -322,7 +321,7 @@ class StorerProcess:
 def main(directory: Path, parent: int) -> None:
     """The child process: store this directory's segments until SIGTERM, or until the parent is gone."""
     from hostatlas.logging import configure as configure_logging
-    from hostatlas.telemetry.stores import open_store
+    from hostatlas.telemetry.storage.stores import open_store
 
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
     configure_logging(settings.log_level, json=settings.log_json)

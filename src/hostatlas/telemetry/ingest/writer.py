@@ -3,7 +3,8 @@
 One writer per kind (metrics, logs), each with a spooler thread. The thread takes every request queued
 meanwhile, appends their frames with one write and one fdatasync, and answers them: group commit on
 local disk. It closes the open segment for the storer once it holds ``max_frames`` frames or its first
-frame has waited ``max_delay`` seconds, or at once when a reader calls ``sync``.
+frame has waited ``max_delay`` seconds, and for nothing else: a read waits for the segment to be stored
+(``spool.wait_until_stored``) rather than closing it early, which would break the batch.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import asyncio
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from hostatlas.errors import Unavailable
-from hostatlas.telemetry.spool import SegmentLog, backlog_status
+from hostatlas.telemetry.ingest.spool import SegmentLog, backlog_status
 
 log = structlog.get_logger(__name__)
 
@@ -33,14 +34,6 @@ class _Write:
     done: asyncio.Future[None]
 
 
-@dataclass
-class _Sync:
-    """A reader's request: close the open segment and report it, so the reader can wait for its storing."""
-
-    closed: Path | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
-
-
 class SpoolWriter:
     def __init__(self, segments: SegmentLog, directory: Path, *, name: str, max_frames: int = 2000,
                  max_delay: float = 0.5, max_backlog_bytes: int = 1 << 30) -> None:
@@ -50,7 +43,7 @@ class SpoolWriter:
         self.max_frames = max_frames
         self.max_delay = max_delay
         self.max_backlog_bytes = max_backlog_bytes
-        self._queue: queue.SimpleQueue[_Write | _Sync | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._backlog_bytes = 0
         self._backlog_checked = 0.0
         self._thread = threading.Thread(target=self._run, name=f"telemetry-spool-{name}", daemon=True)
@@ -64,20 +57,6 @@ class SpoolWriter:
         write = _Write(frame, loop, loop.create_future())
         self._queue.put(write)
         await write.done
-
-    def sync(self, timeout: float = 10.0) -> bool:
-        """Block until every frame acknowledged before the call is stored; False on timeout."""
-        deadline = time.monotonic() + timeout
-        request = _Sync()
-        self._queue.put(request)
-        if not request.ready.wait(timeout):
-            return False
-        # The storer takes segments in order, so once this one is gone, every earlier one is too.
-        while request.closed is not None and request.closed.exists():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
 
     def close(self) -> None:
         """Answer what is queued and close the last segment for the storer."""
@@ -106,16 +85,9 @@ class SpoolWriter:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._append([item for item in items if isinstance(item, _Write)])
+            self._append([item for item in items if item is not None])
             if self._segments.frames >= self.max_frames:
                 self._segments.rotate()
-            syncs = [item for item in items if isinstance(item, _Sync)]
-            if syncs:
-                # Nothing open may still mean unstored: the delay timer may have closed the segment already.
-                closed = self._segments.rotate() or self._segments.last_closed
-                for request in syncs:
-                    request.closed = closed
-                    request.ready.set()
             if None in items:
                 self._segments.close()
                 return

@@ -16,8 +16,8 @@ from typing import TypeVar
 
 from hostatlas.errors import FieldProblem, InvalidInput
 from hostatlas.http.types import MAX_UNIX, MIN_UNIX, text_problem
-from hostatlas.telemetry.model import LEVELS, TIER_SECONDS, Tier
-from hostatlas.telemetry.series import LABEL_NAME, MAX_LABEL_VALUE
+from hostatlas.telemetry.storage.contract import LEVELS, TIER_SECONDS, Agg, Tier
+from hostatlas.telemetry.storage.series import LABEL_NAME, MAX_LABEL_VALUE
 
 T = TypeVar("T")
 
@@ -30,6 +30,32 @@ NICE_STEPS = (15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 
               604_800)
 DEFAULT_RANGE = 3600
 MAX_STEP = 366 * 86_400
+
+
+@dataclass(frozen=True)
+class SeriesParams:
+    """A metric read's parameters as the request gave them: ``series_window`` checks them."""
+
+    metric: str
+    start: str | None
+    end: str | None
+    step: str | None
+    agg: Agg
+    labels: Mapping[str, str]  # the request's other parameters: label filters
+
+
+@dataclass(frozen=True)
+class LogParams:
+    """A log search's parameters as the request gave them: ``log_query`` (query/service.py) checks them."""
+
+    server_ids: list[int] | None  # None: all the team's servers
+    text: str | None
+    levels: list[str] | None
+    source: str | None
+    start: str | None
+    end: str | None
+    per_page: int
+    cursor: str | None
 
 
 @dataclass

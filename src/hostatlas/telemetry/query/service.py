@@ -1,10 +1,17 @@
-"""Metric and log reads for the REST API: which servers, which window, and the answer's shapes."""
+"""Metric and log reads for the REST API: which servers, which window, the store's answer and its shapes.
+
+Each route calls one function here (``server_metrics``, ``fleet_metrics``, ``metric_names``,
+``search_logs``). Every parameter is checked, and the team's servers looked up, before the store is
+asked: ``caught_up`` gives the store once it holds every batch acknowledged before the read
+(``Telemetry.caught_up``), which may wait, so a request that is refused or needs no store never does.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy.orm import Session
@@ -14,11 +21,98 @@ from hostatlas.http import cursors
 from hostatlas.http.types import MAX_INT64, MAX_UNIX, MIN_UNIX, text_problem
 from hostatlas.servers.models import Server
 from hostatlas.servers.schemas import ServerRef
-from hostatlas.servers.service import listing
-from hostatlas.telemetry.model import Agg, LogQuery, Series, SeriesQuery, StoredLog, TelemetryStore
-from hostatlas.telemetry.query import Problems, Window, check_levels, parse_time
-from hostatlas.telemetry.schemas import LogOut, SeriesOut
-from hostatlas.telemetry.series import label_pairs
+from hostatlas.servers.service import get_server, listing
+from hostatlas.telemetry.query.params import (
+    LogParams,
+    Problems,
+    SeriesParams,
+    Window,
+    check_levels,
+    parse_time,
+    series_window,
+)
+from hostatlas.telemetry.schemas import LogOut, MetricName, SeriesOut
+from hostatlas.telemetry.storage.contract import (
+    Agg,
+    LogQuery,
+    Retention,
+    Series,
+    SeriesQuery,
+    StoredLog,
+    TelemetryStore,
+)
+from hostatlas.telemetry.storage.series import label_pairs
+
+T = TypeVar("T")
+# The store once it holds every batch acknowledged so far; calling it may wait (see the module's docstring).
+StoreAccess = Callable[[], TelemetryStore]
+
+
+@dataclass(frozen=True)
+class SeriesAnswer:
+    series: list[SeriesOut]
+    window: Window
+    agg: Agg
+
+
+@dataclass(frozen=True)
+class Listed(Generic[T]):
+    """One page of a list, the total across pages, and the cursor of the next page (None on the last)."""
+
+    items: list[T]
+    total: int
+    next_cursor: str | None
+
+
+def server_metrics(session: Session, caught_up: StoreAccess, *, team_id: int, server_id: int,
+                   params: SeriesParams, retention: Retention, now: float) -> SeriesAnswer:
+    """One of the team's servers' series of a metric (404 for another team's server)."""
+    server = get_server(session, team_id=team_id, server_id=server_id)
+    return _metrics(caught_up, team_id, {server.id: server.hostname}, params, merge=False, retention=retention,
+                    now=now)
+
+
+def fleet_metrics(session: Session, caught_up: StoreAccess, *, team_id: int, server_ids: Sequence[int] | None,
+                  tag: str | None, merge: bool, params: SeriesParams, retention: Retention,
+                  now: float) -> SeriesAnswer:
+    """A metric across the team's servers (by id and/or tag, all otherwise), per server or ``merge``d."""
+    servers = team_servers(session, team_id, ids=server_ids, tag=tag)
+    return _metrics(caught_up, team_id, servers, params, merge=merge, retention=retention, now=now)
+
+
+def _metrics(caught_up: StoreAccess, team_id: int, servers: dict[int, str], params: SeriesParams, *, merge: bool,
+             retention: Retention, now: float) -> SeriesAnswer:
+    window, labels = series_window(start=params.start, end=params.end, step=params.step, labels=params.labels,
+                                   now=now, raw_retention=retention.raw_seconds,
+                                   minute_retention=retention.minute_seconds)
+    found = _series(caught_up, team_id=team_id, servers=servers, metric=params.metric, labels=labels,
+                    window=window, agg=params.agg, merge=merge)
+    return SeriesAnswer(found, window, params.agg)
+
+
+def metric_names(session: Session, caught_up: StoreAccess, *, team_id: int, server_id: int, per_page: int,
+                 cursor: str | None) -> Listed[MetricName]:
+    """A page of the (metric, labels) pairs one of the team's servers reports, in order."""
+    get_server(session, team_id=team_id, server_id=server_id)
+    names = caught_up().metric_names(team_id, server_id)
+    page, total, next_cursor = page_of_names(names, per_page=per_page, cursor=cursor)
+    return Listed([MetricName(metric=metric, labels=label_pairs(labels)) for metric, labels in page], total,
+                  next_cursor)
+
+
+def search_logs(session: Session, caught_up: StoreAccess, *, team_id: int, params: LogParams,
+                now: float) -> Listed[LogOut]:
+    """A page of the team's logs matching the search, newest first; other teams' server ids simply vanish."""
+    servers = team_servers(session, team_id, ids=params.server_ids)
+    query = log_query(team_id, list(servers) if params.server_ids else None, q=params.text, levels=params.levels,
+                      source=params.source, start=params.start, end=params.end, per_page=params.per_page,
+                      cursor=params.cursor, now=now)
+    if params.server_ids and not servers:
+        return Listed([], 0, None)
+    rows, total, next_cursor = page_of_logs(caught_up(), query)
+    if not params.server_ids:
+        servers = team_servers(session, team_id, ids=sorted({row.server_id for row in rows}))
+    return Listed([log_out(row, servers) for row in rows], total, next_cursor)
 
 
 def team_servers(session: Session, team_id: int, *, ids: Sequence[int] | None = None,
@@ -30,14 +124,16 @@ def team_servers(session: Session, team_id: int, *, ids: Sequence[int] | None = 
     return {server.id: server.hostname for server in session.scalars(stmt)}
 
 
-def series(store: TelemetryStore, *, team_id: int, servers: dict[int, str], metric: str, labels: dict[str, str],
-           window: Window, agg: Agg, merge: bool) -> list[SeriesOut]:
+def _series(caught_up: StoreAccess, *, team_id: int, servers: dict[int, str], metric: str,
+            labels: dict[str, str], window: Window, agg: Agg, merge: bool) -> list[SeriesOut]:
+    if not servers:
+        return []
+    store = caught_up()
+
     def ask(which: Agg) -> list[Series]:
         return store.query_series(SeriesQuery(team_id, list(servers), metric, labels, window.start, window.end,
                                               window.step, which, window.tier))
 
-    if not servers:
-        return []
     if not merge:
         return [SeriesOut(metric=s.metric, labels=label_pairs(s.labels),
                           server=ServerRef(id=s.server_id, hostname=servers[s.server_id]), points=s.points)

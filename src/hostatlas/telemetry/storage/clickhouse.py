@@ -25,7 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from clickhouse_driver import Client  # type: ignore[import-untyped]
 
-from hostatlas.telemetry.model import (
+from hostatlas.clock import now_unix
+from hostatlas.telemetry.storage.contract import (
     TIER_SECONDS,
     Agg,
     LogQuery,
@@ -133,7 +134,7 @@ class _LogIds:
 
     def take(self, count: int) -> range:
         with self._lock:
-            first = max(self._next, ((time.time_ns() // 1_000_000) << 21) + secrets.randbits(20))
+            first = max(self._next, (int(now_unix() * 1000) << 21) + secrets.randbits(20))
             self._next = first + count
         return range(first, first + count)
 

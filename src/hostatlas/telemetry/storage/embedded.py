@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hostatlas.db.sqlite_wal import enable_wal
-from hostatlas.telemetry.model import (
+from hostatlas.telemetry.storage.contract import (
     TIER_SECONDS,
     Agg,
     LogQuery,
@@ -26,7 +26,7 @@ from hostatlas.telemetry.model import (
     StoredLog,
     Tier,
 )
-from hostatlas.telemetry.series import label_pairs, matches_labels
+from hostatlas.telemetry.storage.series import label_pairs, matches_labels
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (

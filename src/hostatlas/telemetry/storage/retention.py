@@ -1,28 +1,37 @@
-"""Telemetry retention, enforced by the worker: each tier loses what is older than its setting."""
+"""Telemetry retention, a job of the worker: each tier loses what is older than its setting."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 from hostatlas.db.engine import Database
 from hostatlas.settings import Settings
-from hostatlas.telemetry.model import TelemetryStore
-from hostatlas.telemetry.stores import open_store, retention_of
+from hostatlas.telemetry.storage.stores import open_store, retention_of
 
 # Retention deletes in bulk; once every few minutes is plenty, whatever the worker's tick.
 RETENTION_EVERY = 300.0
-_stores: dict[str, TelemetryStore] = {}
-_last_run: dict[str, float] = {}
 
 
-def enforce_retention(db: Database, settings: Settings, now: datetime) -> int:
-    key = settings.clickhouse_url or str(settings.data_dir)
-    if time.monotonic() - _last_run.get(key, float("-inf")) < RETENTION_EVERY:
-        return 0
-    store = _stores.get(key)
-    if store is None:
-        store = _stores[key] = open_store(settings)
-    removed = store.enforce_retention(retention_of(settings), int(now.timestamp()))
-    _last_run[key] = time.monotonic()
-    return sum(removed.values())
+class RetentionJob:
+    """A worker job (``hostatlas.jobs``): at most once every ``every`` seconds of the ``now`` it is given,
+    open the store the settings name, enforce retention as of that ``now``, and close the store.
+
+    The throttle is this object's state, so it lives as long as the worker that runs the job. A ``now``
+    earlier than the last run (the clock was set back) runs it again rather than waiting for the clock.
+    """
+
+    def __init__(self, every: float = RETENTION_EVERY) -> None:
+        self.every = every
+        self._last_run: float | None = None
+
+    def __call__(self, db: Database, settings: Settings, now: datetime) -> int:
+        moment = now.timestamp()
+        if self._last_run is not None and 0 <= moment - self._last_run < self.every:
+            return 0
+        store = open_store(settings)
+        try:
+            removed = store.enforce_retention(retention_of(settings), int(moment))
+        finally:
+            store.close()
+        self._last_run = moment
+        return sum(removed.values())

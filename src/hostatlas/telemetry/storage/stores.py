@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from hostatlas.settings import Settings
-from hostatlas.telemetry.model import Retention, TelemetryStore
-from hostatlas.telemetry.spool import Kind
+from hostatlas.telemetry.storage.contract import Retention, TelemetryStore
 
 
 def open_store(settings: Settings) -> TelemetryStore:
     """ClickHouse when HOSTATLAS_CLICKHOUSE_URL is set, else the embedded SQLite store; schema ensured."""
     store: TelemetryStore
     if settings.clickhouse_url:
-        from hostatlas.telemetry.clickhouse import ClickHouseStore
+        from hostatlas.telemetry.storage.clickhouse import ClickHouseStore
 
         store = ClickHouseStore(settings.clickhouse_url)
     else:
-        from hostatlas.telemetry.embedded import EmbeddedStore
+        from hostatlas.telemetry.storage.embedded import EmbeddedStore
 
         store = EmbeddedStore(settings.data_dir / "telemetry.db")
     store.migrate()
@@ -29,10 +25,3 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(raw_seconds=settings.retention_raw, minute_seconds=settings.retention_1m,
                      hour_seconds=settings.retention_1h, logs_seconds=settings.retention_logs)
 
-
-def insert(store: TelemetryStore, kind: Kind, rows: Sequence[Any]) -> None:
-    """One INSERT of rows of one kind (``MetricPoint`` or ``LogRecord``)."""
-    if kind is Kind.METRICS:
-        store.insert_metrics(rows)
-    else:
-        store.insert_logs(rows)
