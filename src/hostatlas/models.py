@@ -4,6 +4,7 @@ from hostatlas.agentconfig.models import AgentConfigOverride
 from hostatlas.apikeys.models import ApiKey
 from hostatlas.db.base import Base
 from hostatlas.events.models import Event
+from hostatlas.heartbeats.models import Heartbeat, HeartbeatFlip, HeartbeatPing, HeartbeatTag
 from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, Service
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.servers.models import AgentToken, Server, ServerTag
@@ -13,5 +14,5 @@ from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 metadata = Base.metadata
 
 __all__ = ["AgentConfigOverride", "AgentToken", "ApiKey", "Certificate", "Container", "Domain", "Event",
-           "InventoryChange", "QuarantinedItem", "Server", "ServerTag", "Service", "Team", "Webhook",
-           "WebhookAttempt", "WebhookDelivery", "metadata"]
+           "Heartbeat", "HeartbeatFlip", "HeartbeatPing", "HeartbeatTag", "InventoryChange", "QuarantinedItem",
+           "Server", "ServerTag", "Service", "Team", "Webhook", "WebhookAttempt", "WebhookDelivery", "metadata"]

@@ -1,0 +1,1 @@
+"""Heartbeats: cron and job monitoring through ping URLs (docs/heartbeats.md)."""

@@ -1,0 +1,59 @@
+"""Between the stored heartbeat and the pure status machine: read its rules and state, write a transition back.
+
+``apply`` is the one place a transition is stored: the columns, the flip row and the alert event go into
+the caller's session together, so a flip exists exactly when its change committed, and webhooks get
+``heartbeat.missed`` / ``heartbeat.recovered`` through the event outbox like every other event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from hostatlas.events import service as events
+from hostatlas.heartbeats.machine import Rules, State, Transition
+from hostatlas.heartbeats.models import Heartbeat, HeartbeatFlip, HeartbeatStatus
+from hostatlas.heartbeats.schedule import Schedule
+from hostatlas.heartbeats.schemas import HeartbeatOut
+
+HEARTBEAT_MISSED = "heartbeat.missed"
+HEARTBEAT_RECOVERED = "heartbeat.recovered"
+ALERT_EVENTS = {"missed": HEARTBEAT_MISSED, "recovered": HEARTBEAT_RECOVERED}
+
+
+def rules_of(heartbeat: Heartbeat) -> Rules:
+    return Rules(schedule=Schedule(interval=heartbeat.interval, cron=heartbeat.schedule, timezone=heartbeat.timezone),
+                 grace=heartbeat.grace, min_runtime=heartbeat.min_runtime, max_runtime=heartbeat.max_runtime,
+                 manual_resume=heartbeat.manual_resume)
+
+
+def state_of(heartbeat: Heartbeat) -> State:
+    return State(status=HeartbeatStatus(heartbeat.status), last_ping_at=heartbeat.last_ping_at,
+                 last_start_at=heartbeat.last_start_at, open_runs=dict(heartbeat.open_runs or {}),
+                 last_duration_s=heartbeat.last_duration_s, next_due_at=heartbeat.next_due_at,
+                 deadline_at=heartbeat.deadline_at)
+
+
+def apply(session: Session, heartbeat: Heartbeat, transition: Transition, *, public_url: str,
+          now: datetime) -> None:
+    """Store ``transition`` on ``heartbeat`` (already in ``session``), with its flip and its alert event."""
+    state = transition.state
+    heartbeat.status = state.status.value
+    heartbeat.last_ping_at = state.last_ping_at
+    heartbeat.last_start_at = state.last_start_at
+    heartbeat.open_runs = dict(state.open_runs)
+    heartbeat.last_duration_s = state.last_duration_s
+    heartbeat.next_due_at = state.next_due_at
+    heartbeat.deadline_at = state.deadline_at
+    heartbeat.updated_at = now
+    flip = transition.flip
+    if flip is None:
+        return
+    session.add(HeartbeatFlip(heartbeat_id=heartbeat.id, team_id=heartbeat.team_id, at=flip.at,
+                              from_status=flip.from_status.value, to_status=flip.to_status.value, cause=flip.cause))
+    if transition.alert is not None:
+        payload = {**HeartbeatOut.of(heartbeat, public_url).model_dump(mode="json"), "cause": flip.cause}
+        events.record(session, team_id=heartbeat.team_id, type=ALERT_EVENTS[transition.alert],
+                      resource_type="heartbeat", resource_id=heartbeat.id, payload=payload, at=flip.at,
+                      server_id=heartbeat.server_id)
