@@ -61,7 +61,7 @@ def test_a_new_package_must_be_given_its_layer(tmp_path: Path) -> None:
     copy = tmp_path / "src" / "hostatlas"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "unplaced").mkdir()
-    (copy / "heartbeats" / "__init__.py").write_text('"""A feature nobody placed in the layers yet."""\n')
+    (copy / "unplaced" / "__init__.py").write_text('"""A feature nobody placed in the layers yet."""\n')
     result = _lint(tmp_path / "src")
     assert result.returncode != 0
     assert "hostatlas.unplaced" in result.stdout, result.stdout
