@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import copy
+import importlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from hostatlas.webhooks.dispatcher import Dispatcher
 from hostatlas.webhooks.payloads import CATALOGUE, InventoryKind
 from hostatlas.webhooks.service import TEST_EVENT
 from hostatlas.worker import Worker
+from tests.heartbeat_rows import make_heartbeat, ping
 from tests.receiver import Received, receiver
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol
 
@@ -60,6 +62,11 @@ def _emit_every_event(client: TestClient, db: Database, settings: Settings, stor
     runtime.of(client.app).part(CheckinBuffer).flush(db)  # server.online
     assert client.delete(f"/api/v1/servers/{server_id}", headers=admin).status_code == 204  # server.deleted
     assert client.post(f"/api/v1/webhooks/{webhook_id}/test", headers=admin).status_code == 202  # webhook.test
+    # heartbeat.missed: the worker's sweep finds a heartbeat past due + grace; heartbeat.recovered: its next ping.
+    heartbeat = make_heartbeat(db, story.team_a, now=utcnow(), interval=60, grace=30)
+    ping(db, heartbeat, utcnow() - timedelta(seconds=120), public_url=settings.public_url)
+    assert Worker(db, settings, periodic()).run_once(utcnow())["heartbeats.deadlines"] == 1
+    ping(db, heartbeat, utcnow(), public_url=settings.public_url)
 
 
 def _closed(schema: Any) -> Any:
@@ -127,10 +134,21 @@ def _recorded_types() -> dict[str, str]:
                 where = f"{path.name}:{node.lineno}"
                 if isinstance(kind, ast.Attribute) and isinstance(kind.value, ast.Name) and kind.value.id == "events":
                     found[where] = getattr(events, kind.attr)
+                elif isinstance(kind, ast.Subscript) and isinstance(kind.value, ast.Name):
+                    # A type looked up in a module-level mapping of constants (heartbeats.state.ALERT_EVENTS):
+                    # every type the mapping holds.
+                    module = importlib.import_module(_module_name(path))
+                    for key, value in getattr(module, kind.value.id).items():
+                        found[f"{where}[{key}]"] = value
                 else:
                     assert isinstance(kind, ast.Constant), f"{where}: name the event type with a constant"
                     found[where] = kind.value
     return found
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(Path(hostatlas.__file__).parent.parent).with_suffix("")
+    return ".".join(relative.parts)
 
 
 def test_every_event_type_the_code_records_is_catalogued() -> None:

@@ -29,6 +29,8 @@ from hostatlas.apikeys.routes import router as api_keys_router
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
 from hostatlas.events.routes import router as events_router
+from hostatlas.heartbeats.ping_routes import PingEndpoints, Pings
+from hostatlas.heartbeats.routes import router as heartbeats_router
 from hostatlas.http.compression import RequestDecompression
 from hostatlas.http.docs import with_raw_body_schemas
 from hostatlas.http.errors import install_error_handlers
@@ -151,6 +153,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app_runtime.add(CheckinBuffer(views))
     app_runtime.add(AgentAuthenticator(settings.agent_auth_cache_seconds))
     app_runtime.add(Destinations(settings.webhook_allow_private, resolver))
+    app_runtime.add(Pings(settings, app_runtime.db))
     worker = Worker(app_runtime.db, settings, jobs.periodic(),
                     jobs.loops(app_runtime.db, settings, resolver=resolver, health=app_runtime.health),
                     health=app_runtime.health)
@@ -167,10 +170,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     if settings.agent_fast_path:
         app.add_middleware(AgentFastPath)
     app.add_middleware(RequestDecompression, max_decompressed_bytes=settings.max_decompressed_bytes)
+    app.add_middleware(PingEndpoints)  # inside ApiGuard, before decompression: a ping's body is kept as sent
     app.add_middleware(ApiGuard, limiter=RateLimiter(settings.rate_limit, settings.redis_url),
                        known=_known_credentials(app_runtime), max_body_bytes=settings.max_body_bytes)
     for router in (servers_router, inventory_router, telemetry_router, agent_config_router, events_router,
-                   agent_router, api_keys_router, webhooks_router):
+                   agent_router, api_keys_router, webhooks_router, heartbeats_router):
         app.include_router(router)
     _add_operational_routes(app)
     observability.install(app, _observed(app_runtime), settings)

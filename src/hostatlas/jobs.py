@@ -4,6 +4,8 @@ from functools import partial
 
 from hostatlas.apikeys import usage
 from hostatlas.db.engine import Database
+from hostatlas.heartbeats import jobs as heartbeat_jobs
+from hostatlas.heartbeats import pings
 from hostatlas.inventory.service import server_views
 from hostatlas.outbound import Resolver, system_resolver
 from hostatlas.pipelines.health import PipelineHealth
@@ -30,6 +32,9 @@ def periodic() -> list[tuple[str, Job]]:
         ("servers.mark_offline", partial(mark_offline, views=SERVER_VIEWS)),
         ("telemetry.retention", RetentionJob()),
         ("webhooks.log_retention", prune_delivery_log),
+        ("heartbeats.deadlines", heartbeat_jobs.sweep_deadlines),
+        ("heartbeats.ping_retention", heartbeat_jobs.PingLogRetention()),
+        ("heartbeats.flip_retention", heartbeat_jobs.prune_flips),
     ]
 
 
@@ -44,4 +49,6 @@ def replayers(db: Database, settings: Settings) -> dict[str, Replayer]:
             OFFLINE_EVENTS: partial(replay_offline_event, views=SERVER_VIEWS),
             usage.PIPELINE: usage.replay, fanout.FAN_OUT: fanout.replay_fan_out,
             dispatcher.DELIVERY: dispatcher.replay_delivery,
+            pings.PIPELINE: partial(pings.replay, public_url=settings.public_url),
+            heartbeat_jobs.DEADLINES: partial(heartbeat_jobs.replay_deadline, settings=settings),
             **{pipeline: FrameReplayer(settings) for pipeline in telemetry_quarantine.PIPELINES.values()}}

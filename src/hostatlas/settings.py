@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Heartbeat pings: how much of a ping's body (a job's output) is kept, and how many pings per heartbeat.
     ping_body_bytes: int = Field(default=10240, ge=0, le=1 << 20)
     ping_log_size: int = Field(default=1000, ge=1, le=100_000)
+    # Pings one heartbeat may send (in-process, per heartbeat): beyond it 429, so a runaway job cannot flood the log.
+    ping_rate_limit: str = "10/second"
     worker_tick: float = 1.0
     # Seconds before each retry: 5 retries, the last 24 h after the first attempt (each ±10% jitter).
     webhook_retry_schedule: str = "60,300,1800,10800,73440"

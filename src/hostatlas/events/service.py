@@ -17,16 +17,19 @@ SERVER_ONLINE = "server.online"
 SERVER_REGISTERED = "server.registered"
 SERVER_DELETED = "server.deleted"
 INVENTORY_CHANGED = "inventory.changed"
+# A heartbeat went down (missed its deadline, a run failed or timed out): once per outage; and came back up.
+HEARTBEAT_MISSED = "heartbeat.missed"
+HEARTBEAT_RECOVERED = "heartbeat.recovered"
 
 # In the seed's catalogue, for features not built yet: a webhook may subscribe to them already, and nothing
 # emits them until their feature lands (with its payload model in webhooks.payloads).
-PLANNED_EVENTS = ("incident.created", "incident.resolved", "alert.triggered", "alert.resolved", "ssl.expiring",
-                  "heartbeat.missed")
+PLANNED_EVENTS = ("incident.created", "incident.resolved", "alert.triggered", "alert.resolved", "ssl.expiring")
 
-# What a webhook may subscribe to: the seed's catalogue plus the platform's own server and inventory events.
-# A webhook without a list gets every event.
+# What a webhook may subscribe to: the seed's catalogue plus the platform's own server, inventory and heartbeat
+# events. A webhook without a list gets every event.
 WEBHOOK_EVENTS = (
-    SERVER_OFFLINE, SERVER_ONLINE, *PLANNED_EVENTS, SERVER_REGISTERED, SERVER_DELETED, INVENTORY_CHANGED,
+    SERVER_OFFLINE, SERVER_ONLINE, *PLANNED_EVENTS, HEARTBEAT_MISSED, SERVER_REGISTERED, SERVER_DELETED,
+    INVENTORY_CHANGED, HEARTBEAT_RECOVERED,
 )
 
 

@@ -15,12 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from cronsim import CronSim, CronSimError
 
 MAX_CRON_LENGTH = 100
+CRON_FIELDS = 5
 
 
 def cron_problem(expression: str) -> str | None:
     """Why ``expression`` is not a cron expression we can evaluate, or None."""
     if len(expression) > MAX_CRON_LENGTH:
         return f"At most {MAX_CRON_LENGTH} characters"
+    # cronsim also reads a sixth (seconds) field: a job expected every second is not a cron job.
+    if len(expression.split()) != CRON_FIELDS:
+        return "Use the five standard fields: minute hour day-of-month month day-of-week"
     try:
         CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
     except CronSimError as exc:

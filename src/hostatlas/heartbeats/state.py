@@ -2,7 +2,8 @@
 
 ``apply`` is the one place a transition is stored: the columns, the flip row and the alert event go into
 the caller's session together, so a flip exists exactly when its change committed, and webhooks get
-``heartbeat.missed`` / ``heartbeat.recovered`` through the event outbox like every other event.
+``heartbeat.missed`` / ``heartbeat.recovered`` through the event outbox like every other event, their data the
+shape of ``GET /heartbeats/{id}`` plus the cause.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from hostatlas.events import service as events
+from hostatlas.heartbeats.history import detail_of
 from hostatlas.heartbeats.machine import Rules, State, Transition
 from hostatlas.heartbeats.models import Heartbeat, HeartbeatFlip, HeartbeatStatus
 from hostatlas.heartbeats.schedule import Schedule
-from hostatlas.heartbeats.schemas import HeartbeatOut
 
-HEARTBEAT_MISSED = "heartbeat.missed"
-HEARTBEAT_RECOVERED = "heartbeat.recovered"
-ALERT_EVENTS = {"missed": HEARTBEAT_MISSED, "recovered": HEARTBEAT_RECOVERED}
+ALERT_EVENTS = {"missed": events.HEARTBEAT_MISSED, "recovered": events.HEARTBEAT_RECOVERED}
 
 
 def rules_of(heartbeat: Heartbeat) -> Rules:
@@ -53,7 +52,8 @@ def apply(session: Session, heartbeat: Heartbeat, transition: Transition, *, pub
     session.add(HeartbeatFlip(heartbeat_id=heartbeat.id, team_id=heartbeat.team_id, at=flip.at,
                               from_status=flip.from_status.value, to_status=flip.to_status.value, cause=flip.cause))
     if transition.alert is not None:
-        payload = {**HeartbeatOut.of(heartbeat, public_url).model_dump(mode="json"), "cause": flip.cause}
+        session.flush()  # the detail's run history reads the pings of this very transaction
+        payload = {**detail_of(session, heartbeat, public_url).model_dump(mode="json"), "cause": flip.cause}
         events.record(session, team_id=heartbeat.team_id, type=ALERT_EVENTS[transition.alert],
                       resource_type="heartbeat", resource_id=heartbeat.id, payload=payload, at=flip.at,
                       server_id=heartbeat.server_id)

@@ -25,6 +25,9 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LIMITED_PREFIXES = ("/api/", "/heartbeat/")
+# Heartbeat pings keep the first HOSTATLAS_PING_BODY_BYTES of any body and drop the rest themselves (a
+# job's output may be huge, and the ping must still count), so the body cap does not apply to them.
+UNCAPPED_PREFIX = "/heartbeat/"
 
 
 def _is_json(content_type: str) -> bool:
@@ -65,7 +68,8 @@ class ApiGuard:
                                    f"Rate limit of {decision.limit} requests exceeded; retry after "
                                    f"{decision.retry_after} s", request_id)
                 return
-        refusal = self._check_body(scope, path)
+        uncapped = path.startswith(UNCAPPED_PREFIX)
+        refusal = None if uncapped else self._check_body(scope, path)
         if refusal is not None:
             await self._refuse(send, extra_headers, *refusal, request_id)
             return
@@ -80,7 +84,7 @@ class ApiGuard:
             await send(message)
 
         try:
-            await self.app(scope, self._counting_receive(receive), send_with_headers)
+            await self.app(scope, receive if uncapped else self._counting_receive(receive), send_with_headers)
         except HttpError as error:
             if started:
                 raise

@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.models import Schema
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from hostatlas.events import service as events
+from hostatlas.heartbeats.machine import Cause
+from hostatlas.heartbeats.schemas import HeartbeatDetail
 from hostatlas.http.types import Id, Timestamp
 from hostatlas.servers.schemas import ServerRef, ServerSummary
 from hostatlas.webhooks.service import TEST_EVENT
@@ -60,6 +62,23 @@ class InventoryChangedData(BaseModel):
     changes: dict[InventoryKind, InventoryKindChanges]
 
 
+class HeartbeatEventData(HeartbeatDetail):
+    """``heartbeat.missed`` and ``heartbeat.recovered``: the heartbeat as ``GET /api/v1/heartbeats/{id}`` shows
+    it (its fields at the top level of ``data``), plus why it changed."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 12, "name": "nightly-backup", "slug": "nightly-backup",
+        "ping_url": "https://api.hostatlas.app/heartbeat/abc123def456", "interval": 86400, "grace": 3600,
+        "schedule": None, "timezone": "UTC", "status": "down", "tags": ["backup"], "server_id": 47,
+        "last_ping_at": "2026-03-21T02:00:41Z", "next_due_at": "2026-03-22T02:00:41Z", "last_duration_s": 38.2,
+        "min_runtime": None, "max_runtime": 3600, "manual_resume": False, "created_at": "2026-03-01T14:35:00Z",
+        "runs": {"count": 30, "p50_s": 37.9, "p95_s": 44.0}, "too_often_recent": 0, "cause": "missed",
+    }]})
+
+    cause: str = Field(description="Why the status changed: " + ", ".join(f"`{cause.value}`" for cause in Cause)
+                       + " (`exit_status:<n>` for a failing exit status)")
+
+
 class WebhookRef(BaseModel):
     id: Id
     url: str
@@ -85,6 +104,10 @@ CATALOGUE: dict[str, Published] = {
     events.SERVER_DELETED: Published(ServerData, "A server was deleted"),
     events.INVENTORY_CHANGED: Published(InventoryChangedData, "A discovery snapshot added, changed or removed "
                                                               "services, domains, containers or certificates"),
+    events.HEARTBEAT_MISSED: Published(HeartbeatEventData, "A heartbeat went down: its ping is overdue past its "
+                                                           "grace, a run timed out, failed or ran too short or too "
+                                                           "long (once per outage)"),
+    events.HEARTBEAT_RECOVERED: Published(HeartbeatEventData, "A heartbeat that was down received a successful ping"),
     TEST_EVENT: Published(WebhookTestData, "A test delivery, on request (POST /api/v1/webhooks/{id}/test)",
                           sent_to="the webhook tested, enabled or not, whatever it subscribes to"),
 }
