@@ -29,6 +29,7 @@ from hostatlas.apikeys.routes import router as api_keys_router
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
 from hostatlas.events.routes import router as events_router
+from hostatlas.heartbeats import ping_docs
 from hostatlas.heartbeats.ping_routes import PingEndpoints, Pings
 from hostatlas.heartbeats.routes import router as heartbeats_router
 from hostatlas.http.compression import RequestDecompression
@@ -217,7 +218,8 @@ def _document_raw_bodies(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             # webhook_payloads: the top-level webhooks section, every event's delivery body and headers.
-            app.openapi_schema = webhook_payloads.document(with_raw_body_schemas(build()))
+            # ping_docs: the /heartbeat/ ping URLs, which a pure-ASGI endpoint answers outside FastAPI's routing.
+            app.openapi_schema = ping_docs.document(webhook_payloads.document(with_raw_body_schemas(build())))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
