@@ -3,6 +3,7 @@ key for it, and honest latency statistics. Nothing here is imported by the platf
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -13,11 +14,12 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import httpx
 from sqlalchemy import Connection, create_engine, insert, text
 
@@ -154,3 +156,69 @@ def summary(latencies_s: list[float]) -> str:
     ms = [value * 1000 for value in latencies_s]
     return (f"p50 {statistics.median(ms):6.2f} ms  p99 {percentile(ms, 0.99):6.2f} ms  "
             f"max {max(ms):7.2f} ms") if ms else "no samples"
+
+
+@dataclass
+class Run:
+    """One load phase: the latencies of the requests that succeeded, the failures, the phase's length."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+# Sends the index-th request of a phase; True when it succeeded.
+Request = Callable[[int], Awaitable[bool]]
+
+
+async def _timed(request: Request, index: int, run: Run, started: float) -> None:
+    try:
+        succeeded = await request(index)
+    except aiohttp.ClientError:
+        succeeded = False
+    if succeeded:
+        run.latencies.append(time.perf_counter() - started)
+    else:
+        run.errors += 1
+
+
+async def open_loop(request: Request, rate: float, duration: float) -> Run:
+    """``rate`` requests a second for ``duration`` seconds, whether or not earlier ones were answered;
+    latency counts from each request's scheduled time (no coordinated omission)."""
+    run = Run()
+    interval = 1.0 / rate
+    pending: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+    for index in range(int(rate * duration)):
+        scheduled = start + index * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(_timed(request, index, run, scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
+    run.elapsed = time.perf_counter() - start
+    return run
+
+
+async def closed_loop(request: Request, concurrency: int, duration: float) -> Run:
+    """``concurrency`` connections, each sending its next request once the last is answered."""
+    run = Run()
+    deadline = time.perf_counter() + duration
+
+    async def loop(offset: int) -> None:
+        index = offset
+        while time.perf_counter() < deadline:
+            await _timed(request, index, run, time.perf_counter())
+            index += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(offset) for offset in range(concurrency)))
+    run.elapsed = time.perf_counter() - start
+    return run

@@ -20,22 +20,10 @@ import argparse
 import asyncio
 import gc
 import time
-from dataclasses import dataclass, field
 
 import aiohttp
 
-from _harness import Target, serve, summary
-
-
-@dataclass
-class Run:
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+from _harness import Request, Target, closed_loop, open_loop, serve, summary
 
 
 async def _enrol(session: aiohttp.ClientSession, target: Target, count: int) -> list[str]:
@@ -53,54 +41,14 @@ async def _enrol(session: aiohttp.ClientSession, target: Target, count: int) -> 
     return list(await asyncio.gather(*(one(index) for index in range(count))))
 
 
-async def _check_in(session: aiohttp.ClientSession, url: str, token: str, run: Run, started: float) -> None:
-    try:
+def _checker(session: aiohttp.ClientSession, url: str, tokens: list[str]) -> Request:
+    async def check_in(index: int) -> bool:
         async with session.post(url, json={"agent_version": "1.0.0", "uptime_s": 42},
-                                headers={"Authorization": f"Bearer {token}"}) as response:
+                                headers={"Authorization": f"Bearer {tokens[index % len(tokens)]}"}) as response:
             await response.read()
-            if response.status != 200:
-                run.errors += 1
-                return
-    except aiohttp.ClientError:
-        run.errors += 1
-        return
-    run.latencies.append(time.perf_counter() - started)
+            return response.status == 200
 
-
-async def open_loop(session: aiohttp.ClientSession, url: str, tokens: list[str], rate: float, duration: float) -> Run:
-    run = Run()
-    interval = 1.0 / rate
-    total = int(rate * duration)
-    pending: set[asyncio.Task[None]] = set()
-    start = time.perf_counter()
-    for index in range(total):
-        scheduled = start + index * interval
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(_check_in(session, url, tokens[index % len(tokens)], run, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
-    run.elapsed = time.perf_counter() - start
-    return run
-
-
-async def closed_loop(session: aiohttp.ClientSession, url: str, tokens: list[str], concurrency: int,
-                      duration: float) -> Run:
-    run = Run()
-    deadline = time.perf_counter() + duration
-
-    async def loop(offset: int) -> None:
-        index = offset
-        while time.perf_counter() < deadline:
-            await _check_in(session, url, tokens[index % len(tokens)], run, time.perf_counter())
-            index += concurrency
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(offset) for offset in range(concurrency)))
-    run.elapsed = time.perf_counter() - start
-    return run
+    return check_in
 
 
 async def _all_fresh(session: aiohttp.ClientSession, target: Target, agents: int, since: float) -> int:
@@ -126,7 +74,7 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
         async with aiohttp.ClientSession(connector=connector) as session:
             tokens = await _enrol(session, target, args.agents)
             url = f"{target.base_url}/api/v1/agent/check-in"
-            await open_loop(session, url, tokens, min(args.rate, 500), 2)  # warm-up
+            await open_loop(_checker(session, url, tokens), min(args.rate, 500), 2)  # warm-up
             began = time.time()
             # The load generator shares the machine: keep its own garbage collector from adding pauses
             # to the latencies it attributes to the server.
@@ -134,8 +82,8 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
             gc.freeze()
             gc.disable()
             try:
-                steady = await open_loop(session, url, tokens, args.rate, args.duration)
-                flat_out = await closed_loop(session, url, tokens, args.concurrency, args.duration)
+                steady = await open_loop(_checker(session, url, tokens), args.rate, args.duration)
+                flat_out = await closed_loop(_checker(session, url, tokens), args.concurrency, args.duration)
             finally:
                 gc.enable()
             await asyncio.sleep(2.5)  # two flush intervals

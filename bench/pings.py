@@ -24,14 +24,12 @@ import gc
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import aiohttp
 from sqlalchemy import create_engine, text
 
-from _harness import Target, free_port, serve, summary, wait_until_answers
+from _harness import Request, Run, Target, closed_loop, free_port, open_loop, serve, summary, wait_until_answers
 
 BARE_SCRIPT = textwrap.dedent("""
     import sys
@@ -51,17 +49,6 @@ BARE_SCRIPT = textwrap.dedent("""
 """)
 
 
-@dataclass
-class Run:
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
-
-
 async def _create(session: aiohttp.ClientSession, target: Target, count: int) -> list[str]:
     headers = {"Authorization": f"Bearer {target.api_key}"}
     semaphore = asyncio.Semaphore(16)
@@ -76,67 +63,27 @@ async def _create(session: aiohttp.ClientSession, target: Target, count: int) ->
     return list(await asyncio.gather(*(one(index) for index in range(count))))
 
 
-async def _ping(session: aiohttp.ClientSession, url: str, run: Run, started: float) -> None:
-    try:
-        async with session.get(url) as response:
+def _pinger(session: aiohttp.ClientSession, urls: list[str]) -> Request:
+    async def ping(index: int) -> bool:
+        async with session.get(urls[index % len(urls)]) as response:
             await response.read()
-            if response.status != 200:
-                run.errors += 1
-                return
-    except aiohttp.ClientError:
-        run.errors += 1
-        return
-    run.latencies.append(time.perf_counter() - started)
+            return response.status == 200
 
-
-async def open_loop(session: aiohttp.ClientSession, urls: list[str], rate: float, duration: float) -> Run:
-    run = Run()
-    interval = 1.0 / rate
-    total = int(rate * duration)
-    pending: set[asyncio.Task[None]] = set()
-    start = time.perf_counter()
-    for index in range(total):
-        scheduled = start + index * interval
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(_ping(session, urls[index % len(urls)], run, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
-    run.elapsed = time.perf_counter() - start
-    return run
-
-
-async def closed_loop(session: aiohttp.ClientSession, urls: list[str], concurrency: int, duration: float) -> Run:
-    run = Run()
-    deadline = time.perf_counter() + duration
-
-    async def loop(offset: int) -> None:
-        index = offset
-        while time.perf_counter() < deadline:
-            await _ping(session, urls[index % len(urls)], run, time.perf_counter())
-            index += concurrency
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(offset) for offset in range(concurrency)))
-    run.elapsed = time.perf_counter() - start
-    return run
+    return ping
 
 
 async def _phases(session: aiohttp.ClientSession, urls: list[str],
                   args: argparse.Namespace) -> tuple[Run, Run, Run]:
     # Warm-up: every heartbeat pinged once, so each process has its token cached as in steady state.
     warm_rate = min(args.rate, 500)
-    warm = await open_loop(session, urls, warm_rate, max(2.0, len(urls) / warm_rate))
+    warm = await open_loop(_pinger(session, urls), warm_rate, max(2.0, len(urls) / warm_rate))
     # The load generator shares the machine: keep its own collector from adding pauses to the latencies.
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
-        steady = await open_loop(session, urls, args.rate, args.duration)
-        flat_out = await closed_loop(session, urls, args.concurrency, args.duration)
+        steady = await open_loop(_pinger(session, urls), args.rate, args.duration)
+        flat_out = await closed_loop(_pinger(session, urls), args.concurrency, args.duration)
     finally:
         gc.enable()
     return warm, steady, flat_out
