@@ -53,6 +53,11 @@ def test_the_seed_example_returns_the_seed_shape(client: TestClient, story: Stor
     detail = client.get(f"/api/v1/heartbeats/{body['id']}", headers=bearer(story.admin_a)).json()
     assert {key: detail[key] for key in body} == body
     assert detail["runs"] == {"count": 0, "p50_s": None, "p95_s": None} and detail["too_often_recent"] == 0
+    # The ping_url answers: a ping to its path brings the heartbeat up.
+    answer = client.get(body["ping_url"].removeprefix(public_url(client)))
+    assert (answer.status_code, answer.text) == (200, "OK")
+    after = client.get(f"/api/v1/heartbeats/{body['id']}", headers=bearer(story.admin_a)).json()
+    assert after["status"] == "up" and after["last_ping_at"] is not None and after["next_due_at"] is not None
 
 
 def test_slugs_are_derived_unique_and_explicit_ones_conflict(client: TestClient, story: Story) -> None:
