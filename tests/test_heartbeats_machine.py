@@ -185,3 +185,15 @@ def test_bad_cron_and_timezones_are_explained() -> None:
     assert timezone_problem("Europe/Berlin") is None and timezone_problem("UTC") is None
     assert timezone_problem("Mars/Olympus")
     assert timezone_problem("../../etc/passwd")
+
+
+def test_reschedule_applies_new_rules_with_the_pings_arithmetic() -> None:
+    up = ping(HOURLY, State(), 0).state
+    daily = Rules(schedule=Schedule(interval=86400), grace=600, max_runtime=120)
+    moved = machine.reschedule(daily, up)
+    assert moved.next_due_at == at(86400) == moved.deadline_at and moved.status is S.UP
+    late = machine.on_deadline(HOURLY, up, at(3600)).state
+    assert machine.reschedule(daily, late).deadline_at == at(86400 + 600)
+    started = ping(HOURLY, up, 10, PingKind.START).state
+    assert machine.reschedule(daily, started).deadline_at == at(130)
+    assert machine.reschedule(daily, State()) == State()

@@ -114,6 +114,19 @@ def on_deadline(rules: Rules, state: State, now: datetime) -> Transition:
     return Transition(replace(state, deadline_at=None))  # nothing time can change (a stale deadline)
 
 
+def reschedule(rules: Rules, state: State) -> State:
+    """The state under new rules (an edited schedule, grace or max_runtime), by the same arithmetic as the
+    pings that made it: ``up`` or ``late`` is next due a period after its last ping and next looked at when
+    due (up) or at due + grace (late); ``started`` when its run's allowance ends. Others wait for a ping."""
+    if state.status in (HeartbeatStatus.UP, HeartbeatStatus.LATE) and state.last_ping_at is not None:
+        due = rules.schedule.next_due(state.last_ping_at)
+        deadline = due if state.status is HeartbeatStatus.UP else due + timedelta(seconds=rules.grace)
+        return replace(state, next_due_at=due, deadline_at=deadline)
+    if state.status is HeartbeatStatus.STARTED and state.last_start_at is not None:
+        return replace(state, deadline_at=state.last_start_at + _allowance(rules))
+    return state
+
+
 def pause(state: State, now: datetime) -> Transition:
     return _to(replace(state, open_runs={}, deadline_at=None), HeartbeatStatus.PAUSED, Cause.PAUSED.value, now)
 
@@ -137,9 +150,13 @@ def _started(rules: Rules, state: State, at: datetime, rid: str | None) -> Trans
         runs[rid] = at.isoformat()
         while len(runs) > MAX_OPEN_RUNS:
             del runs[next(iter(runs))]
-    allowance = rules.max_runtime if rules.max_runtime is not None else rules.grace
-    started = replace(state, last_start_at=at, open_runs=runs, deadline_at=at + timedelta(seconds=allowance))
+    started = replace(state, last_start_at=at, open_runs=runs, deadline_at=at + _allowance(rules))
     return _to(started, HeartbeatStatus.STARTED, Cause.STARTED.value, at)
+
+
+def _allowance(rules: Rules) -> timedelta:
+    """How long a started run may take before the heartbeat is down: max_runtime, else the grace."""
+    return timedelta(seconds=rules.max_runtime if rules.max_runtime is not None else rules.grace)
 
 
 def _end_run(state: State, at: datetime, rid: str | None) -> tuple[State, float | None]:

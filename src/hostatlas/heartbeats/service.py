@@ -11,8 +11,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select
@@ -21,7 +20,6 @@ from sqlalchemy.orm import Session
 from hostatlas import tokens
 from hostatlas.errors import Conflict, FieldProblem, InvalidInput, NotFound, PlanLimitReached
 from hostatlas.heartbeats import machine, state
-from hostatlas.heartbeats.machine import State
 from hostatlas.heartbeats.models import (
     Heartbeat,
     HeartbeatFlip,
@@ -138,26 +136,12 @@ def update_heartbeat(session: Session, *, team_id: int, heartbeat_id: int, chang
         session.execute(delete(HeartbeatTag).where(HeartbeatTag.heartbeat_id == heartbeat.id))
         _store_tags(session, heartbeat)
     if TIMING & set(changes):
-        rescheduled = rescheduled_state(state.rules_of(heartbeat), state.state_of(heartbeat))
+        rescheduled = machine.reschedule(state.rules_of(heartbeat), state.state_of(heartbeat))
         heartbeat.next_due_at = rescheduled.next_due_at
         heartbeat.deadline_at = rescheduled.deadline_at
     heartbeat.updated_at = now
     session.flush()
     return heartbeat
-
-
-def rescheduled_state(rules: machine.Rules, current: State) -> State:
-    """The state under new rules, by the machine's own arithmetic: an ``up`` or ``late`` heartbeat is next
-    due a period after its last ping, and must next be looked at when due (up) or when down (late, at due +
-    grace); a ``started`` one when its run's allowance ends. Others wait for a ping and keep what they have."""
-    if current.status in (HeartbeatStatus.UP, HeartbeatStatus.LATE) and current.last_ping_at is not None:
-        due = rules.schedule.next_due(current.last_ping_at)
-        deadline = due if current.status is HeartbeatStatus.UP else due + timedelta(seconds=rules.grace)
-        return replace(current, next_due_at=due, deadline_at=deadline)
-    if current.status is HeartbeatStatus.STARTED and current.last_start_at is not None:
-        allowance = rules.max_runtime if rules.max_runtime is not None else rules.grace
-        return replace(current, deadline_at=current.last_start_at + timedelta(seconds=allowance))
-    return current
 
 
 def delete_heartbeat(session: Session, *, team_id: int, heartbeat_id: int) -> None:
