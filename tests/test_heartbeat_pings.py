@@ -27,7 +27,7 @@ from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
 from hostatlas.heartbeats import pings, service
 from hostatlas.heartbeats.models import Heartbeat, HeartbeatFlip, HeartbeatPing, PingKind
-from hostatlas.heartbeats.pings import Outcome, Ping, Target
+from hostatlas.heartbeats.pings import Ping, PingOutcome, Target
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings
@@ -251,8 +251,8 @@ def test_a_poison_ping_is_set_aside_and_its_batch_stored(db: Database, settings:
     batch = [good(heartbeat_id), good(other_id), _poison_ping(Target(heartbeat_id, team_id), hashes[heartbeat_id]),
              good(other_id), good(heartbeat_id)]
     writer.write(batch)
-    assert [ping.outcome for ping in batch] == [Outcome.RECORDED, Outcome.RECORDED, Outcome.SET_ASIDE,
-                                               Outcome.RECORDED, Outcome.RECORDED]
+    assert [ping.outcome for ping in batch] == [PingOutcome.RECORDED, PingOutcome.RECORDED, PingOutcome.SET_ASIDE,
+                                               PingOutcome.RECORDED, PingOutcome.RECORDED]
     assert len(_pings(db, heartbeat_id)) == 2 and len(_pings(db, other_id)) == 2
     with db.session(write=False) as session:
         items = list(session.scalars(select(QuarantinedItem).where(QuarantinedItem.pipeline == pings.PIPELINE)))
@@ -275,11 +275,11 @@ def test_through_the_writer_concurrently(db: Database, settings: Settings) -> No
     target, check = Target(heartbeat_id, team_id), ("token", _get(db, heartbeat_id).ping_token_hash)
     writer = pings.PingWriter(db, public_url=settings.public_url, cache=pings.TargetCache())
 
-    async def burst() -> list[Outcome]:
+    async def burst() -> list[PingOutcome]:
         return list(await asyncio.gather(*(writer.submit(Ping(target=target, check=check, kind=PingKind.LOG,
                                                               at=utcnow(), method="GET")) for _ in range(300))))
 
-    assert asyncio.run(burst()) == [Outcome.RECORDED] * 300
+    assert asyncio.run(burst()) == [PingOutcome.RECORDED] * 300
     assert len(_pings(db, heartbeat_id)) == 300
 
 

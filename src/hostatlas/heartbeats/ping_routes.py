@@ -36,7 +36,7 @@ from hostatlas.db.engine import Database
 from hostatlas.errors import PlanLimitReached
 from hostatlas.heartbeats import pings
 from hostatlas.heartbeats.models import PingKind
-from hostatlas.heartbeats.pings import Outcome, Ping, PingWriter, Target, TargetCache
+from hostatlas.heartbeats.pings import Ping, PingOutcome, PingWriter, Target, TargetCache
 from hostatlas.http import runtime
 from hostatlas.http.asgi import header
 from hostatlas.http.ratelimit import RateLimiter
@@ -143,9 +143,9 @@ class PingEndpoints:
                     remote_addr=client[0][:MAX_REMOTE_ADDR] if client else None,
                     user_agent=_clean(header(scope, b"user-agent")), body=body[0], body_truncated=body[1])
         outcome = await part.writer.submit(ping)
-        if outcome is Outcome.NOT_FOUND:
+        if outcome is PingOutcome.NOT_FOUND:
             return 404, "not found", []
-        if outcome is Outcome.UNAVAILABLE:
+        if outcome is PingOutcome.UNAVAILABLE:
             return 503, "unavailable, try again", [(b"retry-after", b"5")]
         return 200, "OK", []
 

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import cast
 
@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from hostatlas.clock import utcnow
+from hostatlas.db.base import UTCDateTime
 from hostatlas.db.engine import Database
 from hostatlas.errors import Conflict, InvalidInput
 from hostatlas.heartbeats import machine, service, state
@@ -70,7 +71,7 @@ PING_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
 SLUG = re.compile(SLUG_PATTERN)
 
 
-class Outcome(StrEnum):
+class PingOutcome(StrEnum):
     RECORDED = "recorded"
     NOT_FOUND = "not_found"  # the heartbeat is gone, or its token changed, since the cache learnt it
     SET_ASIDE = "set_aside"  # failed alone: kept in the quarantine
@@ -98,7 +99,7 @@ class Ping:
     user_agent: str | None = None
     body: bytes = b""
     body_truncated: bool = False
-    outcome: Outcome | None = field(default=None)
+    outcome: PingOutcome | None = field(default=None)
 
 
 def is_token(text: str) -> bool:
@@ -190,7 +191,7 @@ def create_on_ping(db: Database, team_id: int, slug: str, *, now: datetime) -> T
         return Target(found, team_id) if found is not None else None
 
 
-def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int, Outcome]:
+def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int, PingOutcome]:
     """Record ``pings`` (in arrival order) in the caller's transaction; returns each one's outcome by index.
 
     The heartbeats are locked in id order (PostgreSQL), so concurrent batches and the deadline worker
@@ -205,12 +206,12 @@ def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int,
     if postgresql:
         stmt = stmt.with_for_update(of=Heartbeat)
     rows = {heartbeat.id: (heartbeat, ping_key) for heartbeat, ping_key in session.execute(stmt).all()}
-    outcomes: dict[int, Outcome] = {}
+    outcomes: dict[int, PingOutcome] = {}
     log_rows = []
     for index, ping in enumerate(pings):
         found = rows.get(ping.target.heartbeat_id)
         if found is None or not _still_matches(found[0], found[1], ping):
-            outcomes[index] = Outcome.NOT_FOUND
+            outcomes[index] = PingOutcome.NOT_FOUND
             continue
         heartbeat = found[0]
         transition = machine.on_ping(state.rules_of(heartbeat), state.state_of(heartbeat), ping.kind, ping.at,
@@ -221,7 +222,7 @@ def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int,
             "exit_status": ping.exit_status, "at": ping.at, "rid": ping.rid, "duration_s": transition.duration_s,
             "remote_addr": ping.remote_addr, "user_agent": ping.user_agent, "method": ping.method,
             "body": ping.body, "body_truncated": ping.body_truncated, "too_often": transition.too_often})
-        outcomes[index] = Outcome.RECORDED
+        outcomes[index] = PingOutcome.RECORDED
     if postgresql:
         _update_postgresql(session, [heartbeat for heartbeat, _ in rows.values()])
     session.flush()
@@ -263,6 +264,12 @@ def _update_postgresql(session: Session, heartbeats: list[Heartbeat]) -> None:
 
 
 def _execute_update(session: Session, changed: list[Heartbeat]) -> None:
+    dialect = session.get_bind().dialect
+
+    def _naive(moment: datetime | None) -> datetime | None:
+        # The raw statement bypasses the column type: bind as the column would (naive UTC).
+        return _UTC.process_bind_param(moment, dialect)
+
     session.execute(_POSTGRESQL_UPDATE, {
         "ids": [hb.id for hb in changed], "statuses": [hb.status for hb in changed],
         "last_pings": [_naive(hb.last_ping_at) for hb in changed],
@@ -273,9 +280,7 @@ def _execute_update(session: Session, changed: list[Heartbeat]) -> None:
     })
 
 
-def _naive(moment: datetime | None) -> datetime | None:
-    # The columns hold naive UTC (db.base.UTCDateTime).
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment is not None else None
+_UTC = UTCDateTime()
 
 
 def _still_matches(heartbeat: Heartbeat, ping_key: str | None, ping: Ping) -> bool:
@@ -300,15 +305,15 @@ class PingWriter:
         self.public_url = public_url
         self.cache = cache
         self.threads = threads or (1 if db.is_sqlite else 2)
-        self._queue: queue.SimpleQueue[tuple[Ping, asyncio.AbstractEventLoop, asyncio.Future[Outcome]]] = (
+        self._queue: queue.SimpleQueue[tuple[Ping, asyncio.AbstractEventLoop, asyncio.Future[PingOutcome]]] = (
             queue.SimpleQueue())
         self._running: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
-    async def submit(self, ping: Ping) -> Outcome:
+    async def submit(self, ping: Ping) -> PingOutcome:
         """Queue ``ping`` and wait until its transaction committed (or it was set aside or refused)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
+        future: asyncio.Future[PingOutcome] = loop.create_future()
         self._queue.put((ping, loop, future))
         if len(self._running) < self.threads:
             self._start_threads()
@@ -346,7 +351,7 @@ class PingWriter:
             except Exception:  # never leave a request waiting
                 log.exception("ping_batch_failed")
             for ping, loop, future in waiting:
-                outcome = ping.outcome or Outcome.UNAVAILABLE
+                outcome = ping.outcome or PingOutcome.UNAVAILABLE
                 loop.call_soon_threadsafe(_resolve, future, outcome)
 
     def write(self, pings: list[Ping]) -> None:
@@ -357,7 +362,7 @@ class PingWriter:
                 outcomes = record(session, piece, public_url=self.public_url)
             for index, ping in enumerate(piece):  # committed: now the answers may go
                 ping.outcome = outcomes[index]
-                if ping.outcome is Outcome.NOT_FOUND:
+                if ping.outcome is PingOutcome.NOT_FOUND:
                     self.cache.forget(cache_key(ping.check))
 
         done = write_isolating(pings, write_piece, batch=MAX_BATCH)
@@ -373,10 +378,10 @@ class PingWriter:
                 log.exception("ping_set_aside_failed", pings=len(done.poison))
             else:
                 for ping, _ in done.poison:
-                    ping.outcome = Outcome.SET_ASIDE
+                    ping.outcome = PingOutcome.SET_ASIDE
 
 
-def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+def _resolve(future: asyncio.Future[PingOutcome], outcome: PingOutcome) -> None:
     if not future.done():  # the request may have been cancelled (client gone)
         future.set_result(outcome)
 
