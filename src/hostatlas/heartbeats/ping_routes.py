@@ -38,7 +38,7 @@ from hostatlas.heartbeats import pings
 from hostatlas.heartbeats.models import PingKind
 from hostatlas.heartbeats.pings import Ping, PingOutcome, PingWriter, Target, TargetCache
 from hostatlas.http import runtime
-from hostatlas.http.asgi import header
+from hostatlas.http.asgi import header, send_body
 from hostatlas.http.ratelimit import RateLimiter
 from hostatlas.settings import Settings
 
@@ -213,8 +213,5 @@ def _clean(value: str | None) -> str | None:
 
 
 async def _answer(send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]]) -> None:
-    body = text.encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), *headers]})
-    await send({"type": "http.response.body", "body": body})
+    await send_body(send, status, text.encode(), b"text/plain; charset=utf-8", [(b"cache-control", b"no-store"),
+                                                                                *headers])

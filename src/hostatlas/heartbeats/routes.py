@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Query, Security
 from pydantic import StringConstraints
-from sqlalchemy.orm import Session
 
 from hostatlas.apikeys.auth import Principal, authenticated
 from hostatlas.clock import utcnow
@@ -24,8 +22,7 @@ from hostatlas.heartbeats.schemas import (
     PingSettingsOut,
     PingSettingsUpdate,
 )
-from hostatlas.http import runtime
-from hostatlas.http.deps import DbSession
+from hostatlas.http.deps import DbSession, WriteSession
 from hostatlas.http.docs import errors
 from hostatlas.http.pagination import ListParams, Page, list_params, page_of, paginate
 from hostatlas.http.runtime import AppRuntime
@@ -36,15 +33,6 @@ router = APIRouter(prefix="/api/v1/heartbeats", tags=["Heartbeats"])
 
 Reader = Annotated[Principal, Security(authenticated, scopes=["heartbeats:read"])]
 Writer = Annotated[Principal, Security(authenticated, scopes=["heartbeats:write"])]
-
-
-def _write_session(request: Request) -> Iterator[Session]:
-    # Reading the ping settings makes the team's key on first use: a GET that writes.
-    with runtime.current(request).db.session(write=True) as session:
-        yield session
-
-
-WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 
 
 def _settings_out(team: Team, public_url: str) -> PingSettingsOut:

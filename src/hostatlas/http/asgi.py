@@ -42,9 +42,13 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Answer from a pure-ASGI middleware with a JSON body (the one place those answers are written)."""
-    payload = orjson.dumps(body)
+async def send_body(send: Send, status: int, body: bytes, content_type: bytes,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer from a pure-ASGI middleware (the one place those answers are written)."""
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *(headers or ())]})
-    await send({"type": "http.response.body", "body": payload})
+        (b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or ())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send_body(send, status, orjson.dumps(body), b"application/json", headers)
