@@ -3,6 +3,7 @@ key for it, and honest latency statistics. Nothing here is imported by the platf
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -222,3 +223,19 @@ async def closed_loop(request: Request, concurrency: int, duration: float) -> Ru
     await asyncio.gather(*(loop(offset) for offset in range(concurrency)))
     run.elapsed = time.perf_counter() - start
     return run
+
+
+def load_arguments(description: str | None, *, count: tuple[str, int, str], rate: float, concurrency: int,
+                   connections: int) -> argparse.Namespace:
+    """The options every load bench shares; ``count`` is (option, default, help) of what it creates first."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(f"--{count[0]}", type=int, default=count[1], help=count[2])
+    parser.add_argument("--rate", type=float, default=rate, help="open-loop requests per second")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase (bounded to 120)")
+    parser.add_argument("--concurrency", type=int, default=concurrency, help="closed-loop connections")
+    parser.add_argument("--connections", type=int, default=connections, help="client connection pool size")
+    parser.add_argument("--serve-args", default="", help='extra `hostatlas serve` arguments, e.g. "--workers 2"')
+    args = parser.parse_args()
+    args.duration = min(args.duration, 120.0)
+    return args

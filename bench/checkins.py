@@ -23,7 +23,7 @@ import time
 
 import aiohttp
 
-from _harness import Request, Target, closed_loop, open_loop, serve, summary
+from _harness import Request, Target, closed_loop, load_arguments, open_loop, serve, summary
 
 
 async def _enrol(session: aiohttp.ClientSession, target: Target, count: int) -> list[str]:
@@ -97,16 +97,8 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--agents", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop check-ins per second")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase (bounded)")
-    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop connections")
-    parser.add_argument("--connections", type=int, default=256, help="client connection pool size")
-    parser.add_argument("--serve-args", default="", help='extra `hostatlas serve` arguments, e.g. "--workers 2"')
-    args = parser.parse_args()
-    args.duration = min(args.duration, 120.0)
+    args = load_arguments(__doc__, count=("agents", 2000, "agents enrolled before measuring"), rate=1000.0,
+                          concurrency=32, connections=256)
     for backend in args.backends.split(","):
         asyncio.run(bench(backend.strip(), args))
 

@@ -29,7 +29,18 @@ from collections.abc import Iterator
 import aiohttp
 from sqlalchemy import create_engine, text
 
-from _harness import Request, Run, Target, closed_loop, free_port, open_loop, serve, summary, wait_until_answers
+from _harness import (
+    Request,
+    Run,
+    Target,
+    closed_loop,
+    free_port,
+    load_arguments,
+    open_loop,
+    serve,
+    summary,
+    wait_until_answers,
+)
 
 BARE_SCRIPT = textwrap.dedent("""
     import sys
@@ -142,16 +153,8 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--heartbeats", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=2000.0, help="open-loop pings per second")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase (bounded)")
-    parser.add_argument("--concurrency", type=int, default=64, help="closed-loop connections")
-    parser.add_argument("--connections", type=int, default=512, help="client connection pool size")
-    parser.add_argument("--serve-args", default="", help='extra `hostatlas serve` arguments, e.g. "--workers 2"')
-    args = parser.parse_args()
-    args.duration = min(args.duration, 120.0)
+    args = load_arguments(__doc__, count=("heartbeats", 2000, "heartbeats created before measuring"), rate=2000.0,
+                          concurrency=64, connections=512)
     args.heartbeats = max(1, min(args.heartbeats, 100_000))
     for backend in args.backends.split(","):
         asyncio.run(bench(backend.strip(), args))
