@@ -52,8 +52,10 @@ def apply(session: Session, heartbeat: Heartbeat, transition: Transition, *, pub
     session.add(HeartbeatFlip(heartbeat_id=heartbeat.id, team_id=heartbeat.team_id, at=flip.at,
                               from_status=flip.from_status.value, to_status=flip.to_status.value, cause=flip.cause))
     if transition.alert is not None:
-        session.flush()  # the detail's run history reads the pings of this very transaction
-        payload = {**detail_of(session, heartbeat, public_url).model_dump(mode="json"), "cause": flip.cause}
+        # The run history reads only the ping log, which nothing pending in the session touches: no flush
+        # per alert (a thousand heartbeats missing at once would otherwise flush a thousand times).
+        with session.no_autoflush:
+            payload = {**detail_of(session, heartbeat, public_url).model_dump(mode="json"), "cause": flip.cause}
         events.record(session, team_id=heartbeat.team_id, type=ALERT_EVENTS[transition.alert],
                       resource_type="heartbeat", resource_id=heartbeat.id, payload=payload, at=flip.at,
                       server_id=heartbeat.server_id)
