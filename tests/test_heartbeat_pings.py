@@ -17,6 +17,7 @@ import httpx
 import pytest
 import time_machine
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -25,7 +26,7 @@ from hostatlas.app import create_app
 from hostatlas.clock import utcnow
 from hostatlas.db.engine import Database
 from hostatlas.events.models import Event
-from hostatlas.heartbeats import pings, service
+from hostatlas.heartbeats import ping_routes, pings, service
 from hostatlas.heartbeats.models import Heartbeat, HeartbeatFlip, HeartbeatPing, PingKind
 from hostatlas.heartbeats.pings import Ping, PingOutcome, Target
 from hostatlas.pipelines import quarantine
@@ -335,3 +336,144 @@ def test_a_database_outage_is_503_not_500(client: TestClient, db: Database, monk
     assert response.status_code == 503
     with db.session(write=False) as session:
         assert session.scalar(select(func.count()).select_from(QuarantinedItem)) == 0
+
+
+RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+def _stamped(response: httpx.Response) -> str:
+    """The answer carries what every answer must (docs/heartbeats.md, CONTRACT.md); returns its request id."""
+    for name in RATE_LIMIT_HEADERS:
+        assert int(response.headers[name]) >= 0, (name, response.headers)
+    if response.status_code == 429:
+        assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.headers["x-request-id"]
+
+
+def test_every_ping_answer_carries_a_request_id_and_rate_limit_headers(db: Database, settings: Settings) -> None:
+    limited = settings.model_copy(update={"ping_rate_limit": "2/minute"})
+    _, token = _heartbeat(db, _team(db), "stamped")
+    with TestClient(create_app(limited, db=db)) as client:
+        answers = [client.get(f"/heartbeat/{token}"), client.post(f"/heartbeat/{token}/log", content=b"x"),
+                   client.get(f"/heartbeat/{token}"), client.get(f"/heartbeat/{'u' * 22}"),
+                   client.get("/heartbeat/x"), client.get("/heartbeat/a/b/c/d"), client.put(f"/heartbeat/{token}"),
+                   client.head(f"/heartbeat/{token}/start")]
+        assert [answer.status_code for answer in answers] == [200, 200, 429, 404, 404, 404, 405, 429]
+        ids = [_stamped(answer) for answer in answers]
+        assert all(request_id.startswith("req_") for request_id in ids) and len(set(ids)) == len(ids)
+        # A known heartbeat's answers show its own budget: HOSTATLAS_PING_RATE_LIMIT.
+        assert [answers[index].headers["x-ratelimit-limit"] for index in (0, 1, 2)] == ["2", "2", "2"]
+        assert [answers[index].headers["x-ratelimit-remaining"] for index in (0, 1, 2)] == ["1", "0", "0"]
+        # The client's own id comes back when it is well formed; another is made when it is not.
+        echoed = client.get(f"/heartbeat/{'u' * 22}", headers={"X-Request-Id": "cron-42.nightly:7"})
+        assert _stamped(echoed) == "cron-42.nightly:7"
+        replaced = client.get(f"/heartbeat/{'u' * 22}", headers={"X-Request-Id": "no spaces allowed"})
+        assert _stamped(replaced).startswith("req_")
+
+
+def test_an_unexpected_error_is_a_plain_500_without_internals(client: TestClient, db: Database,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    _, token = _heartbeat(db, _team(db), "faulty")
+
+    async def broken(*_args: Any, **_kwargs: Any) -> PingOutcome:
+        raise RuntimeError("internal detail: /srv/secret/path")
+
+    monkeypatch.setattr(pings.PingWriter, "submit", broken)
+    responses = (client.get(f"/heartbeat/{token}"),
+                 client.post(f"/heartbeat/{token}/fail", content=b"x", headers={"X-Request-Id": "job-9"}))
+    logged = capfd.readouterr()
+    logged_text = logged.out + logged.err
+    for request_id in (responses[0].headers["x-request-id"], "job-9"):  # the traceback is in the log, by id
+        assert f"request_id={request_id}" in logged_text or f'"request_id": "{request_id}"' in logged_text
+    assert "RuntimeError: internal detail" in logged_text
+    for response in responses:
+        assert response.status_code == 500
+        assert response.text == "internal error"
+        assert "Traceback" not in response.text and "secret" not in response.text
+        request_id = _stamped(response)
+    assert request_id == "job-9"
+    monkeypatch.undo()
+    _ok(client.get(f"/heartbeat/{token}"))  # the fault passed; nothing was left broken
+
+
+def test_pings_are_counted_under_their_templates(client: TestClient, db: Database) -> None:
+    _, token = _heartbeat(db, _team(db), "counted")
+    _ok(client.get(f"/heartbeat/{token}"))
+    _ok(client.get(f"/heartbeat/{token}"))
+    _ok(client.post(f"/heartbeat/{token}/start", content=b""))
+    assert client.head(f"/heartbeat/{'u' * 22}/{'v' * 8}/fail").status_code == 404
+    assert client.get("/heartbeat/a/b/c/d").status_code == 404
+    assert client.request("BREW", f"/heartbeat/{token}").status_code == 405
+    samples = {(sample.name, frozenset(sample.labels.items())): sample.value
+               for family in text_string_to_metric_families(client.get("/metrics").text)
+               for sample in family.samples}
+    for (method, route, status), count in ((("GET", "/heartbeat/{token}", "2xx"), 2),
+                                           (("POST", "/heartbeat/{token}/{suffix}", "2xx"), 1),
+                                           (("HEAD", "/heartbeat/{token}/{suffix}/{action}", "4xx"), 1),
+                                           (("GET", "unmatched", "4xx"), 1),
+                                           (("OTHER", "/heartbeat/{token}", "4xx"), 1)):
+        labels = {"method": method, "route": route, "status": status}
+        assert samples[("hostatlas_http_requests_total", frozenset(labels.items()))] == count, labels
+        assert samples[("hostatlas_http_request_duration_seconds_sum", frozenset(labels.items()))] > 0
+    # The labels are the templates the OpenAPI document shows for the ping URLs.
+    assert set(ping_routes.ROUTES) <= set(client.app.openapi()["paths"])  # type: ignore[attr-defined]
+
+
+def test_cached_heartbeats_skip_the_address_budget_and_lookups_do_not(db: Database, settings: Settings) -> None:
+    """Many jobs behind one address may ping their known heartbeats freely; made-up tokens, which cost a
+    lookup, are charged to the address's API budget (HOSTATLAS_RATE_LIMIT, shared with the API)."""
+    tiny = settings.model_copy(update={"rate_limit": "3/minute"})
+    _, token = _heartbeat(db, _team(db), "behind a NAT")
+    with TestClient(create_app(tiny, db=db)) as client:
+        for _ in range(10):  # the first is a lookup (charged: 1 of 3), the rest come from the cache
+            _ok(client.get(f"/heartbeat/{token}"))
+        unknown = [client.get(f"/heartbeat/{index:022d}") for index in range(3)]
+        assert [response.status_code for response in unknown] == [404, 404, 429]
+        assert unknown[0].headers["x-ratelimit-limit"] == "3" and unknown[0].headers["x-ratelimit-remaining"] == "1"
+        _stamped(unknown[2])
+        assert client.get("/api/v1/servers").status_code == 429  # the same budget as the API's
+        _ok(client.get(f"/heartbeat/{token}"))  # the known heartbeat is not refused
+
+
+def test_one_heartbeats_pings_apply_in_arrival_order_with_two_writer_threads(db: Database, settings: Settings) -> None:
+    """Each writer thread owns a share of the heartbeats, so pings sent to one heartbeat together are applied
+    (and logged) in the order they arrived, whichever thread's batch commits first."""
+    team_id = _team(db)
+    beats = [_heartbeat(db, team_id, f"ordered {index}")[0] for index in range(4)]
+    hashes = {hid: _get(db, hid).ping_token_hash for hid in beats}
+    writer = pings.PingWriter(db, public_url=settings.public_url, cache=pings.TargetCache(), threads=2)
+    start = utcnow()
+
+    def ping(hid: int, step: int) -> Ping:
+        # Alternating start/success with run ids: out of order, a success would end no run (no duration).
+        kind = PingKind.START if step % 2 == 0 else PingKind.SUCCESS
+        return Ping(target=Target(hid, team_id), check=("token", hashes[hid]), kind=kind,
+                    at=start + timedelta(milliseconds=step), method="GET", rid=f"run-{step // 2}")
+
+    async def burst() -> list[PingOutcome]:
+        return list(await asyncio.gather(*(writer.submit(ping(hid, step)) for step in range(60) for hid in beats)))
+
+    assert asyncio.run(burst()) == [PingOutcome.RECORDED] * 240
+    for hid in beats:
+        logged = _pings(db, hid)
+        assert [row.at for row in logged] == sorted(row.at for row in logged)
+        assert all(row.duration_s is not None for row in logged if row.kind == "success")
+
+
+def test_an_alerts_run_history_holds_the_run_its_own_ping_ended(db: Database, settings: Settings) -> None:
+    team_id = _team(db)
+    heartbeat_id, _ = _heartbeat(db, team_id, "history")
+    target, check = Target(heartbeat_id, team_id), ("token", _get(db, heartbeat_id).ping_token_hash)
+    writer = pings.PingWriter(db, public_url=settings.public_url, cache=pings.TargetCache())
+    start = utcnow()
+    for kind, seconds in ((PingKind.START, 0), (PingKind.FAIL, 5)):
+        batch = [Ping(target=target, check=check, kind=kind, at=start + timedelta(seconds=seconds), method="GET")]
+        writer.write(batch)
+        assert batch[0].outcome is PingOutcome.RECORDED
+    with db.session(write=False) as session:
+        missed = session.scalars(select(Event).where(Event.resource_id == heartbeat_id,
+                                                     Event.type == "heartbeat.missed")).one()
+    assert missed.payload["cause"] == "fail_ping"
+    assert missed.payload["runs"] == {"count": 1, "p50_s": 5.0, "p95_s": 5.0}

@@ -45,3 +45,23 @@ def test_key_status_at_a_moment() -> None:
     assert key.status_at(now + timedelta(days=1)) is KeyStatus.EXPIRED
     key.revoked_at = now + timedelta(hours=1)
     assert key.status_at(now + timedelta(hours=2)) is KeyStatus.REVOKED
+
+
+def test_time_binder_matches_the_column_types_processing() -> None:
+    """The ping writer's fast datetime binding must store exactly what UTCDateTime stores (SQLite compares
+    the text), for both dialects."""
+    from datetime import timezone
+
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from hostatlas.db.base import UTCDateTime, time_binder
+
+    column = UTCDateTime()
+    moments = [datetime(2026, 11, 26, 21, 0, 0, tzinfo=UTC), datetime(2026, 3, 29, 1, 59, 59, 999_999, tzinfo=UTC),
+               datetime(2026, 3, 29, 3, 0, 0, 7, tzinfo=timezone(timedelta(hours=2))), None]
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        slow = column.dialect_impl(dialect).bind_processor(dialect)
+        fast = time_binder(dialect)
+        for moment in moments:
+            expected = slow(moment) if slow is not None else column.process_bind_param(moment, dialect)
+            assert fast(moment) == expected, (dialect.name, moment)

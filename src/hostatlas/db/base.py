@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,25 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         moment: datetime = value.replace(tzinfo=UTC)
         return moment
+
+
+def time_binder(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """``UTCDateTime``'s bind conversion, dialect processing included, as one cheap function, for hot bulk
+    statements that pass DB-API parameters themselves (the ping writer): through SQLAlchemy's two layers a
+    datetime costs ~8 us, a ping has six. PostgreSQL takes naive UTC; SQLite stores SQLAlchemy's DATETIME
+    text, which this reproduces exactly (``tests/test_units.py`` compares the two), since the indexed
+    comparisons of the worker's sweep compare that text."""
+    text = dialect.name == "sqlite"
+
+    def bind(value: datetime | None) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware datetime")
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.isoformat(" ", "microseconds") if text else naive
+
+    return bind
 
 
 # Every integer column without a type of its own: 64 bits, as the API's ids and counts are (http.types.Id).

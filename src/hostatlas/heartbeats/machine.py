@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from hostatlas.heartbeats.models import HeartbeatStatus, PingKind
 from hostatlas.heartbeats.schedule import Schedule
@@ -85,18 +85,18 @@ def on_ping(rules: Rules, state: State, kind: PingKind, at: datetime, *, rid: st
         return Transition(state)
     if kind is PingKind.START:
         return _started(rules, state, at, rid)
-    ended, duration = _end_run(state, at, rid)
+    changes, duration = _end_run(state, at, rid)
     failed = kind is PingKind.FAIL or (exit_status is not None and exit_status != 0)
     cause = (Cause.EXIT_STATUS.value + f":{exit_status}" if failed and exit_status
              else Cause.FAIL_PING.value if failed else _runtime_problem(rules, duration))
     too_often = not failed and _too_often(rules, state, at)
     due = rules.schedule.next_due(at)
-    ended = replace(ended, last_ping_at=at, last_duration_s=duration if duration is not None
-                    else state.last_duration_s, next_due_at=due)
+    changes.update(last_ping_at=at, last_duration_s=duration if duration is not None else state.last_duration_s,
+                   next_due_at=due)
     if cause is not None:
-        return _to(replace(ended, deadline_at=None), HeartbeatStatus.DOWN, cause, at,
-                   duration_s=duration, too_often=too_often)
-    return _to(replace(ended, deadline_at=due), HeartbeatStatus.UP, Cause.PING.value, at, duration_s=duration,
+        return _to(state, HeartbeatStatus.DOWN, cause, at, deadline_at=None, **changes, duration_s=duration,
+                   too_often=too_often)
+    return _to(state, HeartbeatStatus.UP, Cause.PING.value, at, deadline_at=due, **changes, duration_s=duration,
                too_often=too_often)
 
 
@@ -105,12 +105,12 @@ def on_deadline(rules: Rules, state: State, now: datetime) -> Transition:
     if state.deadline_at is None or now < state.deadline_at:
         return Transition(state)
     if state.status is HeartbeatStatus.STARTED:
-        return _to(replace(state, deadline_at=None), HeartbeatStatus.DOWN, Cause.RUN_TIMEOUT.value, now)
+        return _to(state, HeartbeatStatus.DOWN, Cause.RUN_TIMEOUT.value, now, deadline_at=None)
     if state.status in (HeartbeatStatus.UP, HeartbeatStatus.LATE) and state.next_due_at is not None:
         down_at = state.next_due_at + timedelta(seconds=rules.grace)
         if now < down_at:
-            return _to(replace(state, deadline_at=down_at), HeartbeatStatus.LATE, Cause.LATE.value, now)
-        return _to(replace(state, deadline_at=None), HeartbeatStatus.DOWN, Cause.MISSED.value, now)
+            return _to(state, HeartbeatStatus.LATE, Cause.LATE.value, now, deadline_at=down_at)
+        return _to(state, HeartbeatStatus.DOWN, Cause.MISSED.value, now, deadline_at=None)
     return Transition(replace(state, deadline_at=None))  # nothing time can change (a stale deadline)
 
 
@@ -128,13 +128,13 @@ def reschedule(rules: Rules, state: State) -> State:
 
 
 def pause(state: State, now: datetime) -> Transition:
-    return _to(replace(state, open_runs={}, deadline_at=None), HeartbeatStatus.PAUSED, Cause.PAUSED.value, now)
+    return _to(state, HeartbeatStatus.PAUSED, Cause.PAUSED.value, now, open_runs={}, deadline_at=None)
 
 
 def resume(state: State, now: datetime) -> Transition:
     """Back to ``new``: monitoring starts again with the next ping."""
-    cleared = replace(state, open_runs={}, last_start_at=None, next_due_at=None, deadline_at=None)
-    return _to(cleared, HeartbeatStatus.NEW, Cause.RESUMED.value, now)
+    return _to(state, HeartbeatStatus.NEW, Cause.RESUMED.value, now, open_runs={}, last_start_at=None,
+               next_due_at=None, deadline_at=None)
 
 
 def _ignores_pings(rules: Rules, state: State) -> bool:
@@ -150,8 +150,8 @@ def _started(rules: Rules, state: State, at: datetime, rid: str | None) -> Trans
         runs[rid] = at.isoformat()
         while len(runs) > MAX_OPEN_RUNS:
             del runs[next(iter(runs))]
-    started = replace(state, last_start_at=at, open_runs=runs, deadline_at=at + _allowance(rules))
-    return _to(started, HeartbeatStatus.STARTED, Cause.STARTED.value, at)
+    return _to(state, HeartbeatStatus.STARTED, Cause.STARTED.value, at, last_start_at=at, open_runs=runs,
+               deadline_at=at + _allowance(rules))
 
 
 def _allowance(rules: Rules) -> timedelta:
@@ -159,20 +159,21 @@ def _allowance(rules: Rules) -> timedelta:
     return timedelta(seconds=rules.max_runtime if rules.max_runtime is not None else rules.grace)
 
 
-def _end_run(state: State, at: datetime, rid: str | None) -> tuple[State, float | None]:
-    """The state with the run this ping ends closed, and that run's duration (None if no start is known)."""
-    runs = dict(state.open_runs)
+def _end_run(state: State, at: datetime, rid: str | None) -> tuple[dict[str, Any], float | None]:
+    """The changes that close the run this ping ends, and that run's duration (None if no start is known)."""
     start: datetime | None
+    changes: dict[str, Any]
     if rid is not None:
+        runs = dict(state.open_runs)
         started = runs.pop(rid, None)
         start = datetime.fromisoformat(started) if started else None
-        ended = replace(state, open_runs=runs)
+        changes = {"open_runs": runs}
     else:
         start = state.last_start_at
-        ended = replace(state, last_start_at=None)
+        changes = {"last_start_at": None}
     if start is None or start > at:
-        return ended, None
-    return ended, (at - start).total_seconds()
+        return changes, None
+    return changes, (at - start).total_seconds()
 
 
 def _runtime_problem(rules: Rules, duration: float | None) -> str | None:
@@ -193,9 +194,11 @@ def _too_often(rules: Rules, state: State, at: datetime) -> bool:
 
 
 def _to(state: State, status: HeartbeatStatus, cause: str, at: datetime, *, duration_s: float | None = None,
-        too_often: bool = False) -> Transition:
+        too_often: bool = False, **changes: Any) -> Transition:
+    """The transition to ``status`` with ``changes`` to the other fields: one copy of the state (a ping
+    is the hot path; each ``replace`` copies every field)."""
     previous = state.status
-    moved = replace(state, status=status)
+    moved = replace(state, status=status, **changes)
     if status is previous:
         return Transition(moved, duration_s=duration_s, too_often=too_often)
     alert: Alert | None = None

@@ -28,18 +28,19 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import cast
+from typing import Any, Protocol, cast
 
 import structlog
-from sqlalchemy import Table, and_, insert, inspect, select, text
+from sqlalchemy import Connection, Table, and_, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from hostatlas.clock import utcnow
-from hostatlas.db.base import UTCDateTime
+from hostatlas.db.base import time_binder
 from hostatlas.db.engine import Database
 from hostatlas.errors import Conflict, InvalidInput
 from hostatlas.heartbeats import machine, service, state
@@ -191,50 +192,94 @@ def create_on_ping(db: Database, team_id: int, slug: str, *, now: datetime) -> T
         return Target(found, team_id) if found is not None else None
 
 
+# What a batch reads of each heartbeat: its rules, its state, and what its pings must still match.
+_HEARTBEATS = cast(Table, Heartbeat.__table__)
+_LOADED = (_HEARTBEATS.c.id, _HEARTBEATS.c.team_id, _HEARTBEATS.c.slug, _HEARTBEATS.c.ping_token_hash,
+           _HEARTBEATS.c.interval, _HEARTBEATS.c.schedule, _HEARTBEATS.c.timezone, _HEARTBEATS.c.grace,
+           _HEARTBEATS.c.min_runtime, _HEARTBEATS.c.max_runtime, _HEARTBEATS.c.manual_resume, _HEARTBEATS.c.status,
+           _HEARTBEATS.c.last_ping_at, _HEARTBEATS.c.last_start_at, _HEARTBEATS.c.open_runs,
+           _HEARTBEATS.c.last_duration_s, _HEARTBEATS.c.next_due_at, _HEARTBEATS.c.deadline_at,
+           cast(Table, Team.__table__).c.ping_key)
+
+
 def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int, PingOutcome]:
     """Record ``pings`` (in arrival order) in the caller's transaction; returns each one's outcome by index.
 
-    The heartbeats are locked in id order (PostgreSQL), so concurrent batches and the deadline worker
-    cannot deadlock with this one, and each ping's transition starts from the committed state.
+    The heartbeats are read as rows, not ORM objects (that was most of a batch's cost), and locked in id
+    order on PostgreSQL, so concurrent batches and the deadline worker cannot deadlock with this one and
+    each ping's transition starts from the committed state. Each heartbeat's pings go through
+    ``machine.on_ping`` in order. The ping log is written first, so an alert's run history holds the run
+    its own ping ended. A heartbeat none of whose pings flipped its status gets its new columns
+    (``state.columns``) in one statement for the batch; one that flipped is stored by ``state.apply``, the
+    one place flips and alerts are made.
     """
+    connection = session.connection()
+    postgresql = connection.dialect.name == "postgresql"
+    bind_time = time_binder(connection.dialect)
     ids = sorted({ping.target.heartbeat_id for ping in pings})
-    # The sealed token is decrypted only if an alert needs the heartbeat's ping URL (a third of the batch's
-    # cost otherwise, measured with bench/pings.py).
-    stmt = (select(Heartbeat, Team.ping_key).join(Team, Team.id == Heartbeat.team_id)
-            .where(Heartbeat.id.in_(ids)).order_by(Heartbeat.id).options(defer(Heartbeat.ping_token)))
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    stmt = (select(*_LOADED).join(Team, Team.id == _HEARTBEATS.c.team_id).where(_HEARTBEATS.c.id.in_(ids))
+            .order_by(_HEARTBEATS.c.id))
     if postgresql:
-        stmt = stmt.with_for_update(of=Heartbeat)
-    rows = {heartbeat.id: (heartbeat, ping_key) for heartbeat, ping_key in session.execute(stmt).all()}
+        stmt = stmt.with_for_update(of=_HEARTBEATS)
+    rows = {row.id: row for row in connection.execute(stmt)}
+    states: dict[int, tuple[machine.Rules, machine.State]] = {}
+    steps: dict[int, list[tuple[Ping, machine.Transition]]] = {}
     outcomes: dict[int, PingOutcome] = {}
     log_rows = []
     for index, ping in enumerate(pings):
-        found = rows.get(ping.target.heartbeat_id)
-        if found is None or not _still_matches(found[0], found[1], ping):
+        row = rows.get(ping.target.heartbeat_id)
+        if row is None or not _still_matches(row, ping):
             outcomes[index] = PingOutcome.NOT_FOUND
             continue
-        heartbeat = found[0]
-        transition = machine.on_ping(state.rules_of(heartbeat), state.state_of(heartbeat), ping.kind, ping.at,
-                                     rid=ping.rid, exit_status=ping.exit_status)
-        state.apply(session, heartbeat, transition, public_url=public_url, now=ping.at)
-        log_rows.append({
-            "heartbeat_id": heartbeat.id, "team_id": heartbeat.team_id, "kind": ping.kind.value,
-            "exit_status": ping.exit_status, "at": ping.at, "rid": ping.rid, "duration_s": transition.duration_s,
-            "remote_addr": ping.remote_addr, "user_agent": ping.user_agent, "method": ping.method,
-            "body": ping.body, "body_truncated": ping.body_truncated, "too_often": transition.too_often})
+        rules, current = states.get(row.id) or (state.rules_of(row), state.state_of(row))
+        transition = machine.on_ping(rules, current, ping.kind, ping.at, rid=ping.rid, exit_status=ping.exit_status)
+        states[row.id] = (rules, transition.state)
+        steps.setdefault(row.id, []).append((ping, transition))
+        log_rows.append((row.id, row.team_id, ping.kind.value, ping.exit_status, bind_time(ping.at), ping.rid,
+                         transition.duration_s, ping.remote_addr, ping.user_agent, ping.method, ping.body,
+                         ping.body_truncated, transition.too_often))
         outcomes[index] = PingOutcome.RECORDED
-    if postgresql:
-        _update_postgresql(session, [heartbeat for heartbeat, _ in rows.values()])
-    session.flush()
     if log_rows:
-        session.execute(insert(PINGS), log_rows)
+        connection.exec_driver_sql(_statement(connection, _INSERT_PINGS), log_rows)
+    quiet = {}
+    for heartbeat_id, made in steps.items():
+        if any(transition.flip is not None for _, transition in made):
+            heartbeat = session.get_one(Heartbeat, heartbeat_id)
+            for ping, transition in made:
+                state.apply(session, heartbeat, transition, public_url=public_url, now=ping.at)
+        else:
+            quiet[heartbeat_id] = state.columns(made[-1][1].state, made[-1][0].at)
+    if quiet:
+        (_update_postgresql if postgresql else _update_each)(connection, quiet, bind_time)
     return outcomes
 
 
-# The columns state.apply writes. Each heartbeat of a batch as one row of one statement: the ORM's
-# executemany of single-row UPDATEs cost PostgreSQL half of the batch's time (bench/pings.py).
-_STATE_COLUMNS = ("status", "last_ping_at", "last_start_at", "open_runs", "last_duration_s", "next_due_at",
-                  "deadline_at", "updated_at")
+# The ping log and the SQLite update are written with DB-API parameters, bound by ``time_binder``: through
+# the column types, binding cost as much as the rest of the batch (bench/pings.py, cProfile of the writer).
+_INSERT_PINGS = ("INSERT INTO heartbeat_pings (heartbeat_id, team_id, kind, exit_status, at, rid, duration_s, "
+                 "remote_addr, user_agent, method, body, body_truncated, too_often) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_UPDATE_EACH = ("UPDATE heartbeats SET status = ?, last_ping_at = ?, last_start_at = ?, open_runs = ?, "
+                "last_duration_s = ?, next_due_at = ?, deadline_at = ?, updated_at = ? WHERE id = ?")
+
+
+def _statement(connection: Connection, sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, in the driver's style (psycopg's is ``%s``)."""
+    return sql if connection.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+def _update_each(connection: Connection, changed: dict[int, dict[str, Any]],
+                 bind_time: Callable[[datetime | None], Any]) -> None:
+    """SQLite: one UPDATE statement run for every changed heartbeat (one executemany)."""
+    connection.exec_driver_sql(_statement(connection, _UPDATE_EACH), [
+        (values["status"], bind_time(values["last_ping_at"]), bind_time(values["last_start_at"]),
+         json.dumps(values["open_runs"] or {}), values["last_duration_s"], bind_time(values["next_due_at"]),
+         bind_time(values["deadline_at"]), bind_time(values["updated_at"]), heartbeat_id)
+        for heartbeat_id, values in changed.items()])
+
+
+# PostgreSQL: every changed heartbeat of a batch as one row of one statement (an executemany of single-row
+# UPDATEs cost PostgreSQL half of the batch's time, bench/pings.py).
 _POSTGRESQL_UPDATE = text("""
     UPDATE heartbeats AS h SET status = v.status, last_ping_at = v.last_ping_at, last_start_at = v.last_start_at,
         open_runs = CAST(v.open_runs AS json), last_duration_s = v.last_duration_s, next_due_at = v.next_due_at,
@@ -248,56 +293,48 @@ _POSTGRESQL_UPDATE = text("""
 """)
 
 
-def _update_postgresql(session: Session, heartbeats: list[Heartbeat]) -> None:
-    """Write what ``state.apply`` set on ``heartbeats`` in one statement, then let the ORM forget them.
+def _update_postgresql(connection: Connection, changed: dict[int, dict[str, Any]],
+                       bind_time: Callable[[datetime | None], Any]) -> None:
+    def moments(name: str) -> list[datetime | None]:
+        return [bind_time(values[name]) for values in changed.values()]
 
-    Only when apply changed nothing but ``_STATE_COLUMNS``; otherwise the ORM's flush writes them as usual.
-    """
-    changed = [heartbeat for heartbeat in heartbeats if inspect(heartbeat).modified]
-    if not changed or any(set(inspect(heartbeat).committed_state) - set(_STATE_COLUMNS) for heartbeat in changed):
-        return
-    with session.no_autoflush:  # else the ORM writes them first, row by row
-        _execute_update(session, changed)
-    for heartbeat in changed:
-        # Written: the ORM must not write them again. Flips and events added by apply stay in the session.
-        session.expunge(heartbeat)
-
-
-def _execute_update(session: Session, changed: list[Heartbeat]) -> None:
-    dialect = session.get_bind().dialect
-
-    def _naive(moment: datetime | None) -> datetime | None:
-        # The raw statement bypasses the column type: bind as the column would (naive UTC).
-        return _UTC.process_bind_param(moment, dialect)
-
-    session.execute(_POSTGRESQL_UPDATE, {
-        "ids": [hb.id for hb in changed], "statuses": [hb.status for hb in changed],
-        "last_pings": [_naive(hb.last_ping_at) for hb in changed],
-        "last_starts": [_naive(hb.last_start_at) for hb in changed],
-        "open_runs": [json.dumps(hb.open_runs or {}) for hb in changed],
-        "durations": [hb.last_duration_s for hb in changed], "dues": [_naive(hb.next_due_at) for hb in changed],
-        "deadlines": [_naive(hb.deadline_at) for hb in changed], "updated": [_naive(hb.updated_at) for hb in changed],
+    values = list(changed.values())
+    connection.execute(_POSTGRESQL_UPDATE, {
+        "ids": list(changed), "statuses": [row["status"] for row in values],
+        "last_pings": moments("last_ping_at"), "last_starts": moments("last_start_at"),
+        "open_runs": [json.dumps(row["open_runs"] or {}) for row in values],
+        "durations": [row["last_duration_s"] for row in values], "dues": moments("next_due_at"),
+        "deadlines": moments("deadline_at"), "updated": moments("updated_at"),
     })
 
 
-_UTC = UTCDateTime()
+class _Matchable(Protocol):
+    @property
+    def ping_token_hash(self) -> str: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def ping_key(self) -> str | None: ...
 
 
-def _still_matches(heartbeat: Heartbeat, ping_key: str | None, ping: Ping) -> bool:
+def _still_matches(row: _Matchable, ping: Ping) -> bool:
     kind, value = ping.check
     if kind == "token":
-        return heartbeat.ping_token_hash == value
+        return row.ping_token_hash == value
     key, _, slug = value.partition("/")
-    return heartbeat.slug == slug and ping_key == key
+    return bool(row.slug == slug and row.ping_key == key)
+
+
+Waiting = tuple[Ping, asyncio.AbstractEventLoop, "asyncio.Future[PingOutcome]"]
 
 
 class PingWriter:
     """The group-commit writer: one transaction per batch of whatever is queued, written by ``threads``.
 
-    On PostgreSQL two threads: one builds its batch while the other waits for the database (their row
-    locks are taken in id order, so they cannot deadlock). SQLite writes one transaction at a time anyway.
-    Two pings to one heartbeat sent at the same moment may so be applied in either order; a job's pings
-    are sequential (each waits for its answer, given after its commit), so theirs keep their order.
+    On PostgreSQL two threads: one builds its batch while the other waits for the database. Each thread
+    owns the heartbeats whose id falls in its share (id modulo threads), so the pings of one heartbeat are
+    applied in the order they arrived, and two batches never lock the same row. SQLite writes one
+    transaction at a time anyway: one thread.
     """
 
     def __init__(self, db: Database, *, public_url: str, cache: TargetCache, threads: int | None = None) -> None:
@@ -305,54 +342,57 @@ class PingWriter:
         self.public_url = public_url
         self.cache = cache
         self.threads = threads or (1 if db.is_sqlite else 2)
-        self._queue: queue.SimpleQueue[tuple[Ping, asyncio.AbstractEventLoop, asyncio.Future[PingOutcome]]] = (
-            queue.SimpleQueue())
-        self._running: set[threading.Thread] = set()
+        self._queues: list[queue.SimpleQueue[Waiting]] = [queue.SimpleQueue() for _ in range(self.threads)]
+        self._running: set[int] = set()  # the shares whose thread runs
         self._lock = threading.Lock()
 
     async def submit(self, ping: Ping) -> PingOutcome:
         """Queue ``ping`` and wait until its transaction committed (or it was set aside or refused)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PingOutcome] = loop.create_future()
-        self._queue.put((ping, loop, future))
-        if len(self._running) < self.threads:
-            self._start_threads()
+        share = ping.target.heartbeat_id % self.threads
+        self._queues[share].put((ping, loop, future))
+        if share not in self._running:
+            self._start_thread(share)
         return await future
 
-    def _start_threads(self) -> None:
+    def _start_thread(self, share: int) -> None:
         with self._lock:
-            while len(self._running) < self.threads:
-                thread = threading.Thread(target=self._run, name="hostatlas-pings", daemon=True)
-                self._running.add(thread)
-                thread.start()
+            if share in self._running:
+                return
+            self._running.add(share)
+            threading.Thread(target=self._run, args=(share,), name=f"hostatlas-pings-{share}", daemon=True).start()
 
-    def _run(self) -> None:
+    def _run(self, share: int) -> None:
+        pending = self._queues[share]
         while True:
             try:
-                first = self._queue.get(timeout=WRITER_IDLE_EXIT)
+                first = pending.get(timeout=WRITER_IDLE_EXIT)
             except queue.Empty:
                 with self._lock:
-                    # Leave first, then look: a submit that still counted this thread had queued its ping
-                    # before, so it is seen here; one that did not count it starts a new thread.
-                    self._running.discard(threading.current_thread())
-                    if self._queue.empty():
+                    # Leave first, then look: a submit that still saw this thread had queued its ping
+                    # before, so it is seen here; one that did not starts a new thread.
+                    self._running.discard(share)
+                    if pending.empty():
                         return
-                    self._running.add(threading.current_thread())
+                    self._running.add(share)
                 continue
             waiting = [first]
             while len(waiting) < MAX_BATCH:
                 try:
-                    waiting.append(self._queue.get_nowait())
+                    waiting.append(pending.get_nowait())
                 except queue.Empty:
                     break
-            pings = [ping for ping, _, _ in waiting]
             try:
-                self.write(pings)
+                self.write([ping for ping, _, _ in waiting])
             except Exception:  # never leave a request waiting
                 log.exception("ping_batch_failed")
+            # One wake-up of each event loop per batch, not one per ping.
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[PingOutcome], PingOutcome]]] = {}
             for ping, loop, future in waiting:
-                outcome = ping.outcome or PingOutcome.UNAVAILABLE
-                loop.call_soon_threadsafe(_resolve, future, outcome)
+                by_loop.setdefault(loop, []).append((future, ping.outcome or PingOutcome.UNAVAILABLE))
+            for loop, answers in by_loop.items():
+                loop.call_soon_threadsafe(_resolve, answers)
 
     def write(self, pings: list[Ping]) -> None:
         """Record ``pings``, setting each one's ``outcome``; halves a failing batch, sets poison aside."""
@@ -381,9 +421,10 @@ class PingWriter:
                     ping.outcome = PingOutcome.SET_ASIDE
 
 
-def _resolve(future: asyncio.Future[PingOutcome], outcome: PingOutcome) -> None:
-    if not future.done():  # the request may have been cancelled (client gone)
-        future.set_result(outcome)
+def _resolve(answers: list[tuple[asyncio.Future[PingOutcome], PingOutcome]]) -> None:
+    for future, outcome in answers:
+        if not future.done():  # the request may have been cancelled (client gone)
+            future.set_result(outcome)
 
 
 def encode(ping: Ping) -> bytes:

@@ -9,6 +9,7 @@ shape of ``GET /heartbeats/{id}`` plus the cause.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -21,31 +22,65 @@ from hostatlas.heartbeats.schedule import Schedule
 ALERT_EVENTS = {"missed": events.HEARTBEAT_MISSED, "recovered": events.HEARTBEAT_RECOVERED}
 
 
-def rules_of(heartbeat: Heartbeat) -> Rules:
+class StoredHeartbeat(Protocol):
+    """What ``rules_of`` and ``state_of`` read: a ``Heartbeat``, or a row of its columns (the ping writer's)."""
+
+    @property
+    def interval(self) -> int | None: ...
+    @property
+    def schedule(self) -> str | None: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def grace(self) -> int: ...
+    @property
+    def min_runtime(self) -> int | None: ...
+    @property
+    def max_runtime(self) -> int | None: ...
+    @property
+    def manual_resume(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def last_ping_at(self) -> datetime | None: ...
+    @property
+    def last_start_at(self) -> datetime | None: ...
+    @property
+    def open_runs(self) -> dict[str, Any] | None: ...
+    @property
+    def last_duration_s(self) -> float | None: ...
+    @property
+    def next_due_at(self) -> datetime | None: ...
+    @property
+    def deadline_at(self) -> datetime | None: ...
+
+
+def rules_of(heartbeat: StoredHeartbeat) -> Rules:
     return Rules(schedule=Schedule(interval=heartbeat.interval, cron=heartbeat.schedule, timezone=heartbeat.timezone),
                  grace=heartbeat.grace, min_runtime=heartbeat.min_runtime, max_runtime=heartbeat.max_runtime,
                  manual_resume=heartbeat.manual_resume)
 
 
-def state_of(heartbeat: Heartbeat) -> State:
+def state_of(heartbeat: StoredHeartbeat) -> State:
     return State(status=HeartbeatStatus(heartbeat.status), last_ping_at=heartbeat.last_ping_at,
                  last_start_at=heartbeat.last_start_at, open_runs=dict(heartbeat.open_runs or {}),
                  last_duration_s=heartbeat.last_duration_s, next_due_at=heartbeat.next_due_at,
                  deadline_at=heartbeat.deadline_at)
 
 
+def columns(state: State, now: datetime) -> dict[str, Any]:
+    """The heartbeat's columns that hold ``state`` (as of ``now``). ``apply`` sets them on the ORM object; the
+    ping writer writes them for a whole batch in one statement when no transition of the batch flipped."""
+    return {"status": state.status.value, "last_ping_at": state.last_ping_at, "last_start_at": state.last_start_at,
+            "open_runs": dict(state.open_runs), "last_duration_s": state.last_duration_s,
+            "next_due_at": state.next_due_at, "deadline_at": state.deadline_at, "updated_at": now}
+
+
 def apply(session: Session, heartbeat: Heartbeat, transition: Transition, *, public_url: str,
           now: datetime) -> None:
     """Store ``transition`` on ``heartbeat`` (already in ``session``), with its flip and its alert event."""
-    state = transition.state
-    heartbeat.status = state.status.value
-    heartbeat.last_ping_at = state.last_ping_at
-    heartbeat.last_start_at = state.last_start_at
-    heartbeat.open_runs = dict(state.open_runs)
-    heartbeat.last_duration_s = state.last_duration_s
-    heartbeat.next_due_at = state.next_due_at
-    heartbeat.deadline_at = state.deadline_at
-    heartbeat.updated_at = now
+    for name, value in columns(transition.state, now).items():
+        setattr(heartbeat, name, value)
     flip = transition.flip
     if flip is None:
         return

@@ -9,8 +9,8 @@ catch it.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,10 +24,21 @@ log = structlog.get_logger(__name__)
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-LIMITED_PREFIXES = ("/api/", "/heartbeat/")
-# Heartbeat pings keep the first HOSTATLAS_PING_BODY_BYTES of any body and drop the rest themselves (a
-# job's output may be huge, and the ping must still count), so the body cap does not apply to them.
-UNCAPPED_PREFIX = "/heartbeat/"
+# Heartbeat pings never get here: they are answered ahead of the stack (heartbeats/ping_routes.py), with
+# the same request id rule, their own limits, and a body cap of their own (a huge job output still counts).
+LIMITED_PREFIX = "/api/"
+
+
+def new_request_id() -> str:
+    """A fresh request id. Not a secret (it only ties a client's report to the logs), so it comes from the
+    random module, which costs no system call; the module reseeds itself in forked workers."""
+    return f"req_{random.getrandbits(80):020x}"
+
+
+def request_id_for(scope: Scope) -> str:
+    """The client's X-Request-Id when it is well formed, else a fresh one: the one rule for every answer."""
+    incoming = header(scope, b"x-request-id")
+    return incoming if incoming and REQUEST_ID_PATTERN.match(incoming) else new_request_id()
 
 
 def _is_json(content_type: str) -> bool:
@@ -49,14 +60,12 @@ class ApiGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming_id = header(scope, b"x-request-id")
-        request_id = incoming_id if incoming_id and REQUEST_ID_PATTERN.match(incoming_id) else (
-            "req_" + secrets.token_hex(10))
+        request_id = request_id_for(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         extra_headers = [(b"x-request-id", request_id.encode())]
 
         path: str = scope["path"]
-        if path.startswith(LIMITED_PREFIXES):
+        if path.startswith(LIMITED_PREFIX):
             client = scope.get("client")
             # Hashed once here; the check-in fast path reads it from the scope instead of hashing again.
             bearer = tokens.recognise_bearer(header(scope, b"authorization"), BEARER_PREFIXES)
@@ -68,8 +77,7 @@ class ApiGuard:
                                    f"Rate limit of {decision.limit} requests exceeded; retry after "
                                    f"{decision.retry_after} s", request_id)
                 return
-        uncapped = path.startswith(UNCAPPED_PREFIX)
-        refusal = None if uncapped else self._check_body(scope, path)
+        refusal = self._check_body(scope, path)
         if refusal is not None:
             await self._refuse(send, extra_headers, *refusal, request_id)
             return
@@ -84,7 +92,7 @@ class ApiGuard:
             await send(message)
 
         try:
-            await self.app(scope, receive if uncapped else self._counting_receive(receive), send_with_headers)
+            await self.app(scope, self._counting_receive(receive), send_with_headers)
         except HttpError as error:
             if started:
                 raise

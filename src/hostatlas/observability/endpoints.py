@@ -31,13 +31,17 @@ class ReadinessReport(BaseModel):
     reasons: list[str]
 
 
-def install(app: FastAPI, sources: Sources, settings: Settings) -> None:
-    """Call last in the factory: the middleware added last runs first, so it counts every answer."""
+def install(app: FastAPI, sources: Sources, settings: Settings) -> RequestStats | None:
+    """Call last in the factory: the middleware added last runs first, so it counts every answer. Returns
+    the request series (None when metrics are off), for endpoints answering ahead of the middleware stack
+    (a front door) to count themselves in."""
     _add_readyz(app, sources, settings.ready_stuck_after)
-    if settings.metrics_enabled:
-        stats = RequestStats()
-        _add_metrics(app, exposition.registry(sources, stats), settings.metrics_path)
-        app.add_middleware(RequestMetrics, stats=stats)
+    if not settings.metrics_enabled:
+        return None
+    stats = RequestStats()
+    _add_metrics(app, exposition.registry(sources, stats), settings.metrics_path)
+    app.add_middleware(RequestMetrics, stats=stats)
+    return stats
 
 
 def _add_readyz(app: FastAPI, sources: Sources, stuck_after: float) -> None:
