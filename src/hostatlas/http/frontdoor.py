@@ -16,38 +16,30 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-class FrontDoors:
-    """Send ``http`` requests under one of ``doors``' prefixes to that prefix's app, the rest to ``app``."""
-
-    def __init__(self, app: ASGIApp, doors: tuple[tuple[str, ASGIApp], ...]) -> None:
-        self.app = app
-        self.doors = doors
-        self.prefixes = tuple(prefix for prefix, _ in doors)  # one str.startswith for the common miss
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(self.prefixes):
-                for prefix, door in self.doors:
-                    if path.startswith(prefix):
-                        await door(scope, receive, send)
-                        return
-        await self.app(scope, receive, send)
-
-
 class FrontDoorApp(FastAPI):
-    """A FastAPI app whose built stack is wrapped in its front doors (none: the stack as FastAPI builds it)."""
+    """A FastAPI app that first sends ``http`` requests under a front door's prefix to that door's app.
+
+    Checked in ``__call__``, ahead of FastAPI's own per-request work (its telemetry hook reads the
+    environment on every request) as well as of the middleware stack.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.front_doors: list[tuple[str, ASGIApp]] = []
+        self._prefixes: tuple[str, ...] = ()  # one str.startswith for the common miss
 
     def add_front_door(self, prefix: str, door: ASGIApp) -> None:
         """Answer ``http`` requests whose path starts with ``prefix`` by ``door``, before any middleware."""
         if self.middleware_stack is not None:
             raise RuntimeError("Cannot add a front door after the application has started")
         self.front_doors.append((prefix, door))
+        self._prefixes = tuple(known for known, _ in self.front_doors)
 
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return FrontDoors(stack, tuple(self.front_doors)) if self.front_doors else stack
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._prefixes):
+            scope["app"] = self
+            for prefix, door in self.front_doors:
+                if scope["path"].startswith(prefix):
+                    await door(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
