@@ -54,6 +54,7 @@ class Target:
     api_key: str
     database_url: str
     workdir: Path
+    pid: int  # the `hostatlas serve` process (its children are the `--workers` processes)
 
 
 def free_port() -> int:
@@ -98,7 +99,7 @@ def serve(backend: str, *, extra_env: dict[str, str] | None = None,
         try:
             if not wait_until_answers(f"{base}/readyz", timeout=30):
                 raise RuntimeError((Path(workdir) / "serve.log").read_text())
-            yield Target(backend, base, key, database_url, Path(workdir))
+            yield Target(backend, base, key, database_url, Path(workdir), process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)

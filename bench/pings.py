@@ -24,9 +24,11 @@ import gc
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 import aiohttp
+import psutil
 from sqlalchemy import create_engine, text
 
 from _harness import (
@@ -83,8 +85,44 @@ def _pinger(session: aiohttp.ClientSession, urls: list[str]) -> Request:
     return ping
 
 
+class CpuMeter:
+    """CPU time used during a phase, as a share of one core: the server's process tree, this client, and
+    PostgreSQL's processes. On two cores it tells which one the phase was bound by."""
+
+    def __init__(self, server_pid: int) -> None:
+        server = psutil.Process(server_pid)
+        self.groups = {"server": [server, *server.children(recursive=True)], "client": [psutil.Process()],
+                       "postgres": [process for process in psutil.process_iter(["name"])
+                                    if (process.info["name"] or "").startswith("postgres")]}
+        self.started = 0.0
+        self.before: dict[str, float] = {}
+        self.shares: dict[str, float] = {}
+
+    def _seconds(self) -> dict[str, float]:
+        totals = {}
+        for name, processes in self.groups.items():
+            total = 0.0
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+            totals[name] = total
+        return totals
+
+    def __enter__(self) -> CpuMeter:
+        self.started, self.before = time.monotonic(), self._seconds()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.shares = {name: (after - self.before[name]) / elapsed for name, after in self._seconds().items()}
+
+    def __str__(self) -> str:
+        return "cpu (share of one core): " + ", ".join(f"{name} {share:.0%}" for name, share in self.shares.items())
+
+
 async def _phases(session: aiohttp.ClientSession, urls: list[str],
-                  args: argparse.Namespace) -> tuple[Run, Run, Run]:
+                  args: argparse.Namespace, server_pid: int) -> tuple[Run, Run, Run, CpuMeter]:
     # Warm-up: every heartbeat pinged once, so each process has its token cached as in steady state.
     warm_rate = min(args.rate, 500)
     warm = await open_loop(_pinger(session, urls), warm_rate, max(2.0, len(urls) / warm_rate))
@@ -94,10 +132,11 @@ async def _phases(session: aiohttp.ClientSession, urls: list[str],
     gc.disable()
     try:
         steady = await open_loop(_pinger(session, urls), args.rate, args.duration)
-        flat_out = await closed_loop(_pinger(session, urls), args.concurrency, args.duration)
+        with CpuMeter(server_pid) as cpu:
+            flat_out = await closed_loop(_pinger(session, urls), args.concurrency, args.duration)
     finally:
         gc.enable()
-    return warm, steady, flat_out
+    return warm, steady, flat_out, cpu
 
 
 def _stored(database_url: str) -> int:
@@ -110,24 +149,25 @@ def _stored(database_url: str) -> int:
 
 
 @contextlib.contextmanager
-def bare_starlette() -> Iterator[str]:
+def bare_starlette() -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-c", BARE_SCRIPT, str(port)])
     try:
         if not wait_until_answers(f"http://127.0.0.1:{port}/readyz", timeout=20):
             raise RuntimeError("the bare Starlette app did not start")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def _report(name: str, steady: Run, flat_out: Run, args: argparse.Namespace) -> None:
+def _report(name: str, steady: Run, flat_out: Run, cpu: CpuMeter, args: argparse.Namespace) -> None:
     print(f"  {name}")
     print(f"    open loop   target {args.rate:7.0f}/s  achieved {steady.rate:7.0f}/s  errors {steady.errors:5d}  "
           f"{summary(steady.latencies)}")
     print(f"    closed loop {args.concurrency:3d} conns        sustained {flat_out.rate:7.0f}/s  errors "
           f"{flat_out.errors:5d}  {summary(flat_out.latencies)}")
+    print(f"      closed loop {cpu}")
 
 
 async def bench(backend: str, args: argparse.Namespace) -> None:
@@ -135,16 +175,16 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
         connector = aiohttp.TCPConnector(limit=args.connections)
         async with aiohttp.ClientSession(connector=connector) as session:
             urls = await _create(session, target, args.heartbeats)
-            warm, steady, flat_out = await _phases(session, urls, args)
+            warm, steady, flat_out, cpu = await _phases(session, urls, args, target.pid)
         stored = _stored(target.database_url)
     acknowledged = len(warm.latencies) + len(steady.latencies) + len(flat_out.latencies)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.connections)) as session:
-        with bare_starlette() as base:
+        with bare_starlette() as (base, bare_pid):
             bare_urls = [f"{base}/heartbeat/{url.rsplit('/', 1)[1]}" for url in urls]
-            _, bare_steady, bare_flat = await _phases(session, bare_urls, args)
+            _, bare_steady, bare_flat, bare_cpu = await _phases(session, bare_urls, args, bare_pid)
     print(f"[{backend}] {args.heartbeats} heartbeats, {args.duration:.0f} s per phase")
-    _report("hostatlas serve", steady, flat_out, args)
-    _report("bare Starlette 'OK'", bare_steady, bare_flat, args)
+    _report("hostatlas serve", steady, flat_out, cpu, args)
+    _report("bare Starlette 'OK'", bare_steady, bare_flat, bare_cpu, args)
     ratio = flat_out.rate / bare_flat.rate if bare_flat.rate else float("nan")
     print(f"  closed-loop rate vs bare Starlette: {ratio:.0%}")
     # Every ping answered 200 must be in the log (one that failed on the client side may be there too).
