@@ -477,3 +477,12 @@ def test_an_alerts_run_history_holds_the_run_its_own_ping_ended(db: Database, se
                                                      Event.type == "heartbeat.missed")).one()
     assert missed.payload["cause"] == "fail_ping"
     assert missed.payload["runs"] == {"count": 1, "p50_s": 5.0, "p95_s": 5.0}
+
+
+def test_the_writers_statements_cover_what_state_columns_stores() -> None:
+    """The batch UPDATE is spelled from ``pings._STATE_COLUMNS``: it must name exactly what ``state.columns``
+    returns (a column added there and not here would never be written by the fast path)."""
+    from hostatlas.heartbeats import state
+    from hostatlas.heartbeats.machine import State
+
+    assert list(pings._STATE_COLUMNS) == list(state.columns(State(), utcnow()))

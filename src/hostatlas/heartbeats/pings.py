@@ -44,7 +44,7 @@ from hostatlas.db.base import time_binder
 from hostatlas.db.engine import Database
 from hostatlas.errors import Conflict, InvalidInput
 from hostatlas.heartbeats import machine, service, state
-from hostatlas.heartbeats.models import Heartbeat, HeartbeatPing, PingKind
+from hostatlas.heartbeats.models import Heartbeat, PingKind
 from hostatlas.heartbeats.schemas import SLUG_PATTERN
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.isolation import write_isolating
@@ -54,7 +54,6 @@ from hostatlas.teams.models import Team
 log = structlog.get_logger(__name__)
 
 PIPELINE = "heartbeats.pings"
-PINGS = cast(Table, HeartbeatPing.__table__)
 # Pings per transaction at most; more wait for the next one (a few ms later).
 MAX_BATCH = 1000
 # An unknown token or slug is answered from memory for this long (a heartbeat created meanwhile with
@@ -238,12 +237,13 @@ def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int,
         transition = machine.on_ping(rules, current, ping.kind, ping.at, rid=ping.rid, exit_status=ping.exit_status)
         states[row.id] = (rules, transition.state)
         steps.setdefault(row.id, []).append((ping, transition))
+        # In _LOG_COLUMNS' order.
         log_rows.append((row.id, row.team_id, ping.kind.value, ping.exit_status, bind_time(ping.at), ping.rid,
                          transition.duration_s, ping.remote_addr, ping.user_agent, ping.method, ping.body,
                          ping.body_truncated, transition.too_often))
         outcomes[index] = PingOutcome.RECORDED
     if log_rows:
-        (_insert_postgresql if postgresql else _insert_each)(connection, log_rows)
+        _insert(connection, log_rows, postgresql=postgresql)
     quiet = {}
     for heartbeat_id, made in steps.items():
         if any(transition.flip is not None for _, transition in made):
@@ -253,83 +253,80 @@ def record(session: Session, pings: list[Ping], *, public_url: str) -> dict[int,
         else:
             quiet[heartbeat_id] = state.columns(made[-1][1].state, made[-1][0].at)
     if quiet:
-        (_update_postgresql if postgresql else _update_each)(connection, quiet, bind_time)
+        _update(connection, quiet, bind_time, postgresql=postgresql)
     return outcomes
 
 
-# The ping log and the SQLite update are written with DB-API parameters, bound by ``time_binder``: through
+# The ping log and the heartbeats' state are written with DB-API parameters, bound by ``time_binder``: through
 # the column types, binding cost as much as the rest of the batch (bench/pings.py, cProfile of the writer).
-_INSERT_PINGS = ("INSERT INTO heartbeat_pings (heartbeat_id, team_id, kind, exit_status, at, rid, duration_s, "
-                 "remote_addr, user_agent, method, body, body_truncated, too_often) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_UPDATE_EACH = ("UPDATE heartbeats SET status = ?, last_ping_at = ?, last_start_at = ?, open_runs = ?, "
-                "last_duration_s = ?, next_due_at = ?, deadline_at = ?, updated_at = ? WHERE id = ?")
+# Each statement is spelled out once, from these columns and their PostgreSQL types (the array casts there).
+_LOG_COLUMNS = {"heartbeat_id": "bigint", "team_id": "bigint", "kind": "varchar", "exit_status": "integer",
+                "at": "timestamp", "rid": "varchar", "duration_s": "float8", "remote_addr": "varchar",
+                "user_agent": "varchar", "method": "varchar", "body": "bytea", "body_truncated": "boolean",
+                "too_often": "boolean"}
+# What ``state.columns`` returns; open_runs travels as JSON text.
+_STATE_COLUMNS = {"status": "varchar", "last_ping_at": "timestamp", "last_start_at": "timestamp",
+                  "open_runs": "json", "last_duration_s": "float8", "next_due_at": "timestamp",
+                  "deadline_at": "timestamp", "updated_at": "timestamp"}
 
 
-def _insert_each(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """SQLite: the ping log's rows by one executemany."""
-    connection.exec_driver_sql(_INSERT_PINGS, rows)
+def _sqlite_insert() -> str:
+    return (f"INSERT INTO heartbeat_pings ({', '.join(_LOG_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in _LOG_COLUMNS)})")
 
 
-# PostgreSQL: the batch's pings as one statement over arrays. An executemany runs one INSERT per ping in
-# the server, and round trips are what a loaded machine makes slow (bench/pings.py, py-spy of the writer).
-_POSTGRESQL_INSERT = text("""
-    INSERT INTO heartbeat_pings (heartbeat_id, team_id, kind, exit_status, at, rid, duration_s, remote_addr,
-                                 user_agent, method, body, body_truncated, too_often)
-    SELECT * FROM unnest(CAST(:heartbeat_ids AS bigint[]), CAST(:team_ids AS bigint[]), CAST(:kinds AS varchar[]),
-                         CAST(:exit_statuses AS integer[]), CAST(:ats AS timestamp[]), CAST(:rids AS varchar[]),
-                         CAST(:durations AS float8[]), CAST(:addresses AS varchar[]),
-                         CAST(:user_agents AS varchar[]), CAST(:methods AS varchar[]), CAST(:bodies AS bytea[]),
-                         CAST(:truncated AS boolean[]), CAST(:too_often AS boolean[]))
-""")
-_INSERT_ARRAYS = ("heartbeat_ids", "team_ids", "kinds", "exit_statuses", "ats", "rids", "durations", "addresses",
-                  "user_agents", "methods", "bodies", "truncated", "too_often")
+def _sqlite_update() -> str:
+    return f"UPDATE heartbeats SET {', '.join(f'{name} = ?' for name in _STATE_COLUMNS)} WHERE id = ?"
 
 
-def _insert_postgresql(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    columns = zip(*rows, strict=True)  # every row has one value per column
-    connection.execute(_POSTGRESQL_INSERT, {name: list(column) for name, column in zip(_INSERT_ARRAYS, columns,
-                                                                                         strict=True)})
+def _arrays(columns: dict[str, str]) -> str:
+    """``unnest`` over one bound array per column (``:name``), each cast to its type (JSON as text)."""
+    return ", ".join(f"CAST(:{name} AS {'text' if kind == 'json' else kind}[])" for name, kind in columns.items())
 
 
-def _update_each(connection: Connection, changed: dict[int, dict[str, Any]],
-                 bind_time: Callable[[datetime | None], Any]) -> None:
-    """SQLite: one UPDATE statement run for every changed heartbeat (one executemany)."""
-    connection.exec_driver_sql(_UPDATE_EACH, [
-        (values["status"], bind_time(values["last_ping_at"]), bind_time(values["last_start_at"]),
-         json.dumps(values["open_runs"] or {}), values["last_duration_s"], bind_time(values["next_due_at"]),
-         bind_time(values["deadline_at"]), bind_time(values["updated_at"]), heartbeat_id)
-        for heartbeat_id, values in changed.items()])
+# PostgreSQL: a batch as one statement over arrays, not one statement per row: an executemany runs each in the
+# server, and round trips are what a loaded machine makes slow (bench/pings.py, py-spy of the writer).
+def _postgresql_insert() -> str:
+    return f"INSERT INTO heartbeat_pings ({', '.join(_LOG_COLUMNS)}) SELECT * FROM unnest({_arrays(_LOG_COLUMNS)})"
 
 
-# PostgreSQL: every changed heartbeat of a batch as one row of one statement (an executemany of single-row
-# UPDATEs cost PostgreSQL half of the batch's time, bench/pings.py).
-_POSTGRESQL_UPDATE = text("""
-    UPDATE heartbeats AS h SET status = v.status, last_ping_at = v.last_ping_at, last_start_at = v.last_start_at,
-        open_runs = CAST(v.open_runs AS json), last_duration_s = v.last_duration_s, next_due_at = v.next_due_at,
-        deadline_at = v.deadline_at, updated_at = v.updated_at
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS varchar[]), CAST(:last_pings AS timestamp[]),
-                CAST(:last_starts AS timestamp[]), CAST(:open_runs AS text[]), CAST(:durations AS float8[]),
-                CAST(:dues AS timestamp[]), CAST(:deadlines AS timestamp[]), CAST(:updated AS timestamp[]))
-        AS v(id, status, last_ping_at, last_start_at, open_runs, last_duration_s, next_due_at, deadline_at,
-             updated_at)
-    WHERE h.id = v.id
-""")
+def _postgresql_update() -> str:
+    assignments = ", ".join(f"{name} = CAST(v.{name} AS json)" if kind == "json" else f"{name} = v.{name}"
+                            for name, kind in _STATE_COLUMNS.items())
+    columns = {"id": "bigint", **_STATE_COLUMNS}
+    return (f"UPDATE heartbeats AS h SET {assignments} FROM unnest({_arrays(columns)}) AS v({', '.join(columns)}) "
+            "WHERE h.id = v.id")
 
 
-def _update_postgresql(connection: Connection, changed: dict[int, dict[str, Any]],
-                       bind_time: Callable[[datetime | None], Any]) -> None:
-    def moments(name: str) -> list[datetime | None]:
-        return [bind_time(values[name]) for values in changed.values()]
+_SQLITE_INSERT, _SQLITE_UPDATE = _sqlite_insert(), _sqlite_update()
+_POSTGRESQL_INSERT, _POSTGRESQL_UPDATE = text(_postgresql_insert()), text(_postgresql_update())
 
-    values = list(changed.values())
-    connection.execute(_POSTGRESQL_UPDATE, {
-        "ids": list(changed), "statuses": [row["status"] for row in values],
-        "last_pings": moments("last_ping_at"), "last_starts": moments("last_start_at"),
-        "open_runs": [json.dumps(row["open_runs"] or {}) for row in values],
-        "durations": [row["last_duration_s"] for row in values], "dues": moments("next_due_at"),
-        "deadlines": moments("deadline_at"), "updated": moments("updated_at"),
-    })
+
+def _insert(connection: Connection, rows: list[tuple[Any, ...]], *, postgresql: bool) -> None:
+    """The ping log's rows, each in ``_LOG_COLUMNS``' order."""
+    if postgresql:
+        columns = zip(*rows, strict=True)  # every row has one value per column
+        connection.execute(_POSTGRESQL_INSERT, {name: list(column) for name, column in zip(_LOG_COLUMNS, columns,
+                                                                                             strict=True)})
+    else:
+        connection.exec_driver_sql(_SQLITE_INSERT, rows)
+
+
+def _update(connection: Connection, changed: dict[int, dict[str, Any]], bind_time: Callable[[datetime | None], Any],
+            *, postgresql: bool) -> None:
+    """Each changed heartbeat's ``state.columns``, bound for the driver."""
+
+    def bound(values: dict[str, Any]) -> list[Any]:
+        return [bind_time(values[name]) if kind == "timestamp" else json.dumps(values[name] or {})
+                if kind == "json" else values[name] for name, kind in _STATE_COLUMNS.items()]
+
+    rows = [bound(values) for values in changed.values()]
+    if postgresql:
+        connection.execute(_POSTGRESQL_UPDATE, {"id": list(changed), **{
+            name: list(column) for name, column in zip(_STATE_COLUMNS, zip(*rows, strict=True), strict=True)}})
+    else:
+        connection.exec_driver_sql(_SQLITE_UPDATE, [(*row, heartbeat_id) for heartbeat_id, row in zip(changed, rows,
+                                                                                                     strict=True)])
 
 
 class _Matchable(Protocol):
