@@ -136,7 +136,8 @@ def test_status_follows_the_pings_and_log_changes_nothing(client: TestClient, db
     with db.session(write=False) as session:
         flips = [(flip.from_status, flip.to_status, flip.cause) for flip in session.scalars(
             select(HeartbeatFlip).where(HeartbeatFlip.heartbeat_id == heartbeat_id).order_by(HeartbeatFlip.id))]
-        alerts = list(session.scalars(select(Event.type).where(Event.resource_id == heartbeat_id).order_by(Event.id)))
+        alerts = list(session.scalars(select(Event.type).where(Event.resource_type == "heartbeat",
+                                                               Event.resource_id == heartbeat_id).order_by(Event.id)))
     assert flips == [("new", "up", "ping"), ("up", "started", "started"), ("started", "down", "exit_status:3"),
                      ("down", "up", "ping"), ("up", "down", "fail_ping")]
     assert alerts == ["heartbeat.missed", "heartbeat.recovered", "heartbeat.missed"]

@@ -69,7 +69,7 @@ def test_every_job_reports_its_health_and_recovers_with_the_database(db: Databas
     dead = Database(f"sqlite:///{tmp_path}") if db.is_sqlite else \
         Database("postgresql+psycopg://postgres@127.0.0.1:1/hostatlas?connect_timeout=2")
     database_jobs = {"servers.mark_offline", "webhooks.log_retention", "heartbeats.deadlines",
-                     "heartbeats.ping_retention", "heartbeats.flip_retention"}
+                     "heartbeats.ping_retention", "heartbeats.flip_retention", "alerts.evaluate", "certwatch.expiry"}
     try:
         done = Worker(dead, settings, periodic(), health=health).run_once()
     finally:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from hostatlas.db.engine import Database
+from hostatlas.db.migrate import upgrade
 from hostatlas.models import metadata
 
 
@@ -14,3 +18,28 @@ def test_the_migrated_schema_is_the_models_schema(migrated_db: Database) -> None
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, metadata)
     assert differences == [], "a model changed without a migration (or the reverse)"
+
+
+def test_default_alert_rules_go_to_teams_without_servers_only(tmp_path: Path) -> None:
+    """0010 gives a fresh install's default team the default rules, and a team already watching servers none."""
+    db = Database(f"sqlite:///{tmp_path / 'upgrade.db'}")
+    try:
+        upgrade(db, "0009")
+        with db.engine.begin() as connection:
+            connection.execute(text("INSERT INTO teams (slug, name, plan, created_at) VALUES "
+                                    "('watching', 'Watching', 'free', '2026-01-01 00:00:00')"))
+            team_id = connection.execute(text("SELECT id FROM teams WHERE slug = 'watching'")).scalar_one()
+            connection.execute(text(
+                "INSERT INTO servers (team_id, machine_id, hostname, status, last_seen_at, tags, created_at) VALUES "
+                "(:team, 'm-1', 'web-1', 'online', '2026-01-01 00:00:00', '[]', '2026-01-01 00:00:00')"),
+                {"team": team_id})
+        upgrade(db)
+        with db.engine.connect() as connection:
+            rules = connection.execute(text(
+                "SELECT t.slug, r.metric, r.threshold, r.for_s, r.severity FROM alert_rules r "
+                "JOIN teams t ON t.id = r.team_id ORDER BY t.slug, r.metric")).all()
+        assert [tuple(row) for row in rules] == [("default", "cpu.percent", 95.0, 900, "warning"),
+                                                 ("default", "disk.used_percent", 90.0, 300, "critical"),
+                                                 ("default", "mem.used_percent", 95.0, 600, "warning")]
+    finally:
+        db.dispose()

@@ -25,6 +25,7 @@ from hostatlas import __version__, jobs, secretbox, tokens
 from hostatlas.agentapi.fastpath import AgentFastPath
 from hostatlas.agentapi.routes import router as agent_router
 from hostatlas.agentconfig.routes import router as agent_config_router
+from hostatlas.alerts.routes import router as alert_rules_router
 from hostatlas.apikeys.routes import router as api_keys_router
 from hostatlas.apikeys.usage import KeyUsageTracker
 from hostatlas.db.engine import Database
@@ -40,8 +41,8 @@ from hostatlas.http.frontdoor import FrontDoorApp
 from hostatlas.http.middleware import ApiGuard
 from hostatlas.http.ratelimit import KnownCheck, RateLimiter
 from hostatlas.http.runtime import Runtime
+from hostatlas.incidents.routes import router as incidents_router
 from hostatlas.inventory.routes import router as inventory_router
-from hostatlas.inventory.service import server_views
 from hostatlas.logging import configure as configure_logging
 from hostatlas.observability import endpoints as observability
 from hostatlas.observability.readiness import Backlog, Sources
@@ -151,7 +152,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     secretbox.install(secretbox.load(settings))
     app_runtime = Runtime(settings, db or Database(settings.resolved_database_url), owns_db=db is None)
     app_runtime.add(KeyUsageTracker(timedelta(seconds=settings.key_usage_resolution)))
-    views = server_views()  # how servers are shown and announced, with what the inventory found on them
+    views = jobs.composed_server_views()  # how servers are shown and announced (inventory, outage incidents)
     app_runtime.add(views)
     app_runtime.add(CheckinBuffer(views))
     app_runtime.add(AgentAuthenticator(settings.agent_auth_cache_seconds))
@@ -179,7 +180,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.add_middleware(ApiGuard, limiter=api_limiter,
                        known=_known_credentials(app_runtime), max_body_bytes=settings.max_body_bytes)
     for router in (servers_router, inventory_router, telemetry_router, agent_config_router, events_router,
-                   agent_router, api_keys_router, webhooks_router, heartbeats_router):
+                   agent_router, api_keys_router, webhooks_router, heartbeats_router, incidents_router,
+                   alert_rules_router):
         app.include_router(router)
     _add_operational_routes(app)
     request_stats = observability.install(app, _observed(app_runtime), settings)

@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import select
 
 from hostatlas import secretbox
+from hostatlas.alerts import service as alert_rules
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys import service as api_keys
 from hostatlas.clock import isoformat_z, utcnow
@@ -136,6 +137,8 @@ def team_create(
     try:
         with db.session(write=True) as session:
             team = teams.create_team(session, slug, name=name, plan=plan)
+            # A new team starts with the default alert rules (disk, memory, CPU): editable and deletable.
+            alert_rules.create_default_rules(session, team.id, now=utcnow())
             typer.echo(f"team {team.slug} created (id {team.id}, plan {team.plan})")
     except DomainError as error:
         raise _fail(error) from None

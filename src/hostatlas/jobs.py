@@ -1,17 +1,23 @@
 """Every background job, in the order the worker runs them each tick, and the worker's long-running loops."""
 
+from dataclasses import replace
 from functools import partial
 
+from hostatlas.alerts.evaluate import RuleEvaluation
 from hostatlas.apikeys import usage
+from hostatlas.certwatch import jobs as certwatch_jobs
+from hostatlas.certwatch.jobs import CertificateWatch
 from hostatlas.db.engine import Database
 from hostatlas.heartbeats import jobs as heartbeat_jobs
 from hostatlas.heartbeats import pings
+from hostatlas.incidents.outages import OutageIncidents
 from hostatlas.inventory.service import server_views
 from hostatlas.outbound import Resolver, system_resolver
 from hostatlas.pipelines.health import PipelineHealth
 from hostatlas.pipelines.quarantine import Replayer
 from hostatlas.servers import checkins
 from hostatlas.servers.jobs import OFFLINE_EVENTS, mark_offline, replay_offline_event
+from hostatlas.servers.views import ServerViews
 from hostatlas.settings import Settings
 from hostatlas.telemetry.ingest import quarantine as telemetry_quarantine
 from hostatlas.telemetry.ingest.quarantine import FrameReplayer
@@ -21,8 +27,14 @@ from hostatlas.webhooks.dispatcher import Dispatcher
 from hostatlas.webhooks.jobs import prune_delivery_log
 from hostatlas.worker import Job, Loop
 
-# Server events carry the server with its inventory counts; servers cannot import inventory, so it is passed in.
-SERVER_VIEWS = server_views()
+
+def composed_server_views() -> ServerViews:
+    """How servers are shown and announced, for the app and the worker alike: with what the inventory found on
+    them, and with their outages as incidents. Servers import neither, so both are handed in."""
+    return replace(server_views(), listener=OutageIncidents())
+
+
+SERVER_VIEWS = composed_server_views()
 
 
 def periodic() -> list[tuple[str, Job]]:
@@ -35,6 +47,8 @@ def periodic() -> list[tuple[str, Job]]:
         ("heartbeats.deadlines", heartbeat_jobs.sweep_deadlines),
         ("heartbeats.ping_retention", heartbeat_jobs.PingLogRetention()),
         ("heartbeats.flip_retention", heartbeat_jobs.prune_flips),
+        ("alerts.evaluate", RuleEvaluation()),
+        ("certwatch.expiry", CertificateWatch()),
     ]
 
 
@@ -51,4 +65,5 @@ def replayers(db: Database, settings: Settings) -> dict[str, Replayer]:
             dispatcher.DELIVERY: dispatcher.replay_delivery,
             pings.PIPELINE: partial(pings.replay, public_url=settings.public_url),
             heartbeat_jobs.DEADLINES: partial(heartbeat_jobs.replay_deadline, settings=settings),
+            certwatch_jobs.PIPELINE: certwatch_jobs.replay,
             **{pipeline: FrameReplayer(settings) for pipeline in telemetry_quarantine.PIPELINES.values()}}

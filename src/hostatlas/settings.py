@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
 
     offline_after: float = 300.0
+    # Seconds between two evaluations of each alert rule (hostatlas.alerts): every rule is looked at on this grid.
+    alert_interval: int = Field(default=15, ge=1, le=3600)
     # Heartbeat pings: how much of a ping's body (a job's output) is kept, and how many pings per heartbeat.
     ping_body_bytes: int = Field(default=10240, ge=0, le=1 << 20)
     ping_log_size: int = Field(default=1000, ge=1, le=100_000)

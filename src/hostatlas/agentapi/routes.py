@@ -7,10 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, Security
 from sqlalchemy.orm import Session
 
+from hostatlas.agentapi import crash_reports
 from hostatlas.agentapi.auth import agent_identity
 from hostatlas.agentapi.schemas import (
     CheckInRequest,
     CheckInResponse,
+    CrashReport,
+    CrashReportResult,
     DiscoveryRequest,
     DiscoveryResponse,
     KindChanges,
@@ -88,6 +91,23 @@ def discovery(body: DiscoveryRequest, agent: Agent, session: DbSession) -> Disco
     summary = {action: sum(len(getattr(diff, action)) for diff in diffs.values())
                for action in ("added", "changed", "removed")}
     return DiscoveryResponse(summary=summary, **{kind: KindChanges(**vars(diff)) for kind, diff in diffs.items()})
+
+
+@router.post("/incidents", response_model=CrashReportResult, responses={201: {"model": CrashReportResult,
+                                                                           "description": "An incident was opened"},
+                                                                      **AGENT_ERRORS},
+             summary="Crash report", description="A service on the host crashed. The first report of a `key` opens "
+             "an incident (201), the same key again appends its logs, metrics and state to the incident's timeline "
+             "(200), `\"resolved\": true` resolves it (200; `incident_id` null when nothing was open). At most "
+             "1,000 log lines of 8 KiB and 64 KiB of metrics and of state (422 naming the field); while the server "
+             "is offline the report joins the server's outage incident.")
+def crash_report(body: CrashReport, response: Response, agent: Agent, session: DbSession) -> CrashReportResult:
+    outcome = crash_reports.receive(session, server=_own_server(session, agent), report=body, now=utcnow())
+    if outcome is None:
+        return CrashReportResult(incident_id=None, status=None, opened=False)
+    if outcome.opened:
+        response.status_code = 201
+    return CrashReportResult(incident_id=outcome.incident.id, status=outcome.incident.status, opened=outcome.opened)
 
 
 @router.post("/metrics", response_model=IngestResult, responses=AGENT_ERRORS, openapi_extra=raw_json_body(MetricsBatch),

@@ -3,12 +3,14 @@ wrong types, oversized lists and out-of-range values are refused with field erro
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from hostatlas.http.types import DateIn, Id, NonNegativeInt, Storable, Timestamp, TimestampIn
+from hostatlas.http.types import DateIn, Flag, Id, NonNegativeInt, Storable, Timestamp, TimestampIn, text_problem
+from hostatlas.incidents.models import SERVICE_MAX, TITLE_MAX, IncidentStatus, Severity
 
 
 def _text(max_length: int, *, strip: bool = True, min_length: int = 0) -> StringConstraints:
@@ -136,3 +138,79 @@ class DiscoveryResponse(BaseModel):
     domains: KindChanges | None = None
     containers: KindChanges | None = None
     certificates: KindChanges | None = None
+
+
+# Crash reports (POST /api/v1/agent/incidents). What an agent captured at a crash is kept on the incident's
+# timeline as it was sent, so it is bounded here: lines, bytes per line, bytes per object, nesting.
+CRASH_KEY_MAX = 128
+CRASH_LOG_LINES = 1000
+CRASH_LOG_LINE_BYTES = 8192
+CRASH_OBJECT_BYTES = 65_536
+CRASH_OBJECT_DEPTH = 32
+
+
+def _line_bytes(line: str) -> str:
+    if len(line.encode("utf-8")) > CRASH_LOG_LINE_BYTES:
+        raise PydanticCustomError("line_too_long", "A log line may hold at most {limit} bytes (UTF-8)",
+                                  {"limit": CRASH_LOG_LINE_BYTES})
+    return line
+
+
+def _storable_json(value: Any, depth: int = 0) -> None:
+    """Refuse what a JSON column cannot keep or a reader cannot walk: NUL, lone surrogates, deep nesting."""
+    if depth > CRASH_OBJECT_DEPTH:
+        raise PydanticCustomError("too_deep", "Nested deeper than {limit} levels", {"limit": CRASH_OBJECT_DEPTH})
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem:
+            raise PydanticCustomError("invalid_text", "A string {problem}", {"problem": problem})
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable_json(key, depth + 1)
+            _storable_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, depth + 1)
+
+
+def _bounded_object(value: dict[str, Any]) -> dict[str, Any]:
+    _storable_json(value)
+    if len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")) > CRASH_OBJECT_BYTES:
+        raise PydanticCustomError("too_large", "At most {limit} bytes once serialized as JSON",
+                                  {"limit": CRASH_OBJECT_BYTES})
+    return value
+
+
+LogLine = Annotated[str, StringConstraints(max_length=CRASH_LOG_LINE_BYTES), Storable, AfterValidator(_line_bytes)]
+CapturedObject = Annotated[dict[str, Any], AfterValidator(_bounded_object)]
+
+
+class CrashReport(AgentModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "key": "nginx-crash-1711031281", "service": "nginx", "title": "nginx process stopped", "severity": "critical",
+        "detected_at": "2026-03-21T14:28:41Z",
+        "logs": ["2026/03/21 14:28:40 [emerg] 812#812: bind() to 0.0.0.0:443 failed (98: Address already in use)"],
+        "metrics": {"cpu.percent": 12.5, "mem.used_percent": 71.2}, "state": {"unit": "failed", "exit_status": 1},
+        "resolved": False,
+    }]})
+
+    key: Annotated[str, _text(CRASH_KEY_MAX, min_length=1), Storable] = Field(
+        description="Names the problem on this server: the same key again is a follow-up to the same incident")
+    service: Annotated[str, _text(SERVICE_MAX, min_length=1), Storable] | None = None
+    title: Annotated[str, _text(TITLE_MAX, min_length=1), Storable] | None = Field(
+        None, description="The incident's title when this report opens it; `<service> crashed` when left out")
+    severity: Severity = Severity.CRITICAL
+    detected_at: TimestampIn | None = Field(None, description="When the agent saw it; now when left out")
+    logs: list[LogLine] = Field(default_factory=list, max_length=CRASH_LOG_LINES,
+                                description=f"At most {CRASH_LOG_LINES} lines of {CRASH_LOG_LINE_BYTES} bytes each")
+    metrics: CapturedObject = Field(default_factory=dict, description="A metric snapshot, at most 64 KiB as JSON")
+    state: CapturedObject = Field(default_factory=dict, description="System state (units, processes...), at most "
+                                                                    "64 KiB as JSON")
+    resolved: Flag = Field(False, description="True: the problem is over; resolves the key's open incident")
+
+
+class CrashReportResult(BaseModel):
+    incident_id: Id | None = Field(description="The incident this report went to; null for a resolution of a key "
+                                               "with no open incident")
+    status: IncidentStatus | None
+    opened: bool = Field(description="True when this report opened (or reopened) the incident: answered with 201")

@@ -20,15 +20,27 @@ INVENTORY_CHANGED = "inventory.changed"
 # A heartbeat went down (missed its deadline, a run failed or timed out): once per outage; and came back up.
 HEARTBEAT_MISSED = "heartbeat.missed"
 HEARTBEAT_RECOVERED = "heartbeat.recovered"
+# Incidents (hostatlas.incidents): opened (by hand or automatically), acknowledged, resolved, reopened.
+INCIDENT_CREATED = "incident.created"
+INCIDENT_ACKNOWLEDGED = "incident.acknowledged"
+INCIDENT_RESOLVED = "incident.resolved"
+INCIDENT_REOPENED = "incident.reopened"
+# Alert rules (hostatlas.alerts): a rule started or stopped firing for one server (and label set).
+ALERT_TRIGGERED = "alert.triggered"
+ALERT_RESOLVED = "alert.resolved"
+# A certificate crossed one of its expiry thresholds (hostatlas.certwatch).
+SSL_EXPIRING = "ssl.expiring"
 
 # In the seed's catalogue, for features not built yet: a webhook may subscribe to them already, and nothing
 # emits them until their feature lands (with its payload model in webhooks.payloads).
-PLANNED_EVENTS = ("incident.created", "incident.resolved", "alert.triggered", "alert.resolved", "ssl.expiring")
+PLANNED_EVENTS: tuple[str, ...] = ()
 
 # What a webhook may subscribe to: the seed's catalogue plus the platform's own server, inventory and heartbeat
 # events. A webhook without a list gets every event.
 WEBHOOK_EVENTS = (
-    SERVER_OFFLINE, SERVER_ONLINE, *PLANNED_EVENTS, HEARTBEAT_MISSED, SERVER_REGISTERED, SERVER_DELETED,
+    SERVER_OFFLINE, SERVER_ONLINE, INCIDENT_CREATED, INCIDENT_RESOLVED, ALERT_TRIGGERED, ALERT_RESOLVED, SSL_EXPIRING,
+    *PLANNED_EVENTS,
+    INCIDENT_ACKNOWLEDGED, INCIDENT_REOPENED, HEARTBEAT_MISSED, SERVER_REGISTERED, SERVER_DELETED,
     INVENTORY_CHANGED, HEARTBEAT_RECOVERED,
 )
 

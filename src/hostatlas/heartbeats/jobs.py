@@ -167,6 +167,8 @@ def replay_deadline(db: Database, item: QuarantinedItem, *, settings: Settings) 
                                   .order_by(HeartbeatFlip.id.desc()).limit(1))
             if heartbeat.status == HeartbeatStatus.DOWN.value and last is not None \
                     and last.to_status == HeartbeatStatus.DOWN.value and isoformat_z(last.at) == fields["flip_at"]:
+                if state.track_incident(session, heartbeat, "missed", fields["cause"], last.at):
+                    return  # its server is offline: the outage incident speaks for it
                 payload = {**HeartbeatOut.of(heartbeat, settings.public_url).model_dump(mode="json"),
                            "cause": fields["cause"]}
                 events.record(session, team_id=heartbeat.team_id, type=events.HEARTBEAT_MISSED,

@@ -3,7 +3,9 @@
 ``apply`` is the one place a transition is stored: the columns, the flip row and the alert event go into
 the caller's session together, so a flip exists exactly when its change committed, and webhooks get
 ``heartbeat.missed`` / ``heartbeat.recovered`` through the event outbox like every other event, their data the
-shape of ``GET /heartbeats/{id}`` plus the cause.
+shape of ``GET /heartbeats/{id}`` plus the cause. A heartbeat going down also opens its incident (source
+``heartbeat``), and coming back up resolves it; while the heartbeat's server is offline its incident is
+attached to the server's and the heartbeat's own events are not sent (the outage incident speaks for it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from hostatlas.heartbeats.history import detail_of
 from hostatlas.heartbeats.machine import Rules, State, Transition
 from hostatlas.heartbeats.models import Heartbeat, HeartbeatFlip, HeartbeatStatus
 from hostatlas.heartbeats.schedule import Schedule
+from hostatlas.incidents import service as incidents
+from hostatlas.incidents.models import TITLE_MAX, Severity, Source
 
 ALERT_EVENTS = {"missed": events.HEARTBEAT_MISSED, "recovered": events.HEARTBEAT_RECOVERED}
 
@@ -87,6 +91,8 @@ def apply(session: Session, heartbeat: Heartbeat, transition: Transition, *, pub
     session.add(HeartbeatFlip(heartbeat_id=heartbeat.id, team_id=heartbeat.team_id, at=flip.at,
                               from_status=flip.from_status.value, to_status=flip.to_status.value, cause=flip.cause))
     if transition.alert is not None:
+        if track_incident(session, heartbeat, transition.alert, flip.cause, flip.at):
+            return  # its server is offline: the server's incident speaks for it, the heartbeat sends nothing
         # The run history reads only the ping log, which nothing pending in the session touches: no flush
         # per alert (a thousand heartbeats missing at once would otherwise flush a thousand times).
         with session.no_autoflush:
@@ -94,3 +100,22 @@ def apply(session: Session, heartbeat: Heartbeat, transition: Transition, *, pub
         events.record(session, team_id=heartbeat.team_id, type=ALERT_EVENTS[transition.alert],
                       resource_type="heartbeat", resource_id=heartbeat.id, payload=payload, at=flip.at,
                       server_id=heartbeat.server_id)
+
+
+def incident_key(heartbeat_id: int) -> str:
+    return f"heartbeat:{heartbeat_id}"
+
+
+def track_incident(session: Session, heartbeat: Heartbeat, alert: str, cause: str, at: datetime) -> bool:
+    """Open (``missed``) or resolve (``recovered``) the heartbeat's incident; True when it is attached to its
+    server's offline incident, so that neither heartbeat.missed nor the matching heartbeat.recovered goes out."""
+    data = {"heartbeat_id": heartbeat.id, "cause": cause}
+    if alert == "recovered":
+        outcome = incidents.recover(session, team_id=heartbeat.team_id, source=Source.HEARTBEAT,
+                                    key=incident_key(heartbeat.id), at=at, data=data,
+                                    message=f"Heartbeat {heartbeat.name} is up again")
+        return outcome is not None and outcome.suppressed
+    problem = incidents.Problem(team_id=heartbeat.team_id, source=Source.HEARTBEAT, key=incident_key(heartbeat.id),
+                                title=f"Heartbeat {heartbeat.name} is down"[:TITLE_MAX], severity=Severity.CRITICAL,
+                                server_id=heartbeat.server_id, service=None, data=data, message=f"Down: {cause}")
+    return incidents.report(session, problem, at=at).suppressed

@@ -122,6 +122,7 @@ def delete_server(session: Session, *, team_id: int, server_id: int, now: dateti
     events.record(session, team_id=server.team_id, type=events.SERVER_DELETED, resource_type="server",
                   resource_id=server.id, server_id=server.id, at=now,
                   payload={"server": views.payload(session, server)})
+    views.listener.server_deleted(session, server, now)
     _revoke_tokens(session, server.id, now)
     session.execute(delete(Server).where(Server.id == server.id))
     token_cache.forget_server(server_id)

@@ -4,14 +4,16 @@ Both shapes include what the inventory discovered on the server (its service and
 services, domains, containers and certificates). Inventory imports servers, so servers may not import
 inventory: the inventory's part is handed in instead. ``inventory.service.server_views()`` builds the
 one ``ServerViews`` the composition passes to whatever shows or announces a server: the REST routes (a
-runtime part), the check-in buffer, the offline sweep and enrolment.
+runtime part), the check-in buffer, the offline sweep and enrolment. Its ``listener`` hears of status flips
+(the composition gives it the incidents' outage listener).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -48,10 +50,38 @@ FindDiscovered = Callable[[Session, Server], Discovered]
 NOTHING = ItemCounts(services=0, domains=0)
 
 
+class StatusListener(Protocol):
+    """Told of a server's status flips and its deletion, in the transaction that makes the change (after its
+    event is recorded).
+    Incidents listen (a server outage is an incident); servers cannot import them, so it is handed in."""
+
+    def server_went_offline(self, session: Session, server: Server, at: datetime) -> None: ...
+
+    def server_came_online(self, session: Session, server: Server, offline_since: datetime | None,
+                           at: datetime) -> None: ...
+
+    def server_deleted(self, session: Session, server: Server, at: datetime) -> None: ...
+
+
+class NoListener:
+    """Nobody listening: servers on their own (tests of this layer, tools that only show servers)."""
+
+    def server_went_offline(self, session: Session, server: Server, at: datetime) -> None:
+        return None
+
+    def server_came_online(self, session: Session, server: Server, offline_since: datetime | None,
+                           at: datetime) -> None:
+        return None
+
+    def server_deleted(self, session: Session, server: Server, at: datetime) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class ServerViews:
     count_items: CountItems
     find_discovered: FindDiscovered
+    listener: StatusListener = field(default_factory=NoListener)
 
     def summaries(self, session: Session, servers: list[Server]) -> list[ServerSummary]:
         """List shapes for a page of servers, with their counts in one query."""

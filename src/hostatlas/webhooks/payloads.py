@@ -19,10 +19,13 @@ from fastapi.openapi.models import Schema
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
+from hostatlas.alerts.schemas import AlertEventData
+from hostatlas.certwatch.schemas import SslExpiringData
 from hostatlas.events import service as events
 from hostatlas.heartbeats.machine import Cause
 from hostatlas.heartbeats.schemas import HeartbeatDetail
 from hostatlas.http.types import Id, Timestamp
+from hostatlas.incidents.schemas import IncidentOut
 from hostatlas.servers.schemas import ServerRef, ServerSummary
 from hostatlas.webhooks.service import TEST_EVENT
 
@@ -108,6 +111,25 @@ CATALOGUE: dict[str, Published] = {
                                                            "grace, a run timed out, failed or ran too short or too "
                                                            "long (once per outage)"),
     events.HEARTBEAT_RECOVERED: Published(HeartbeatEventData, "A heartbeat that was down received a successful ping"),
+    # Incidents: data is the incident as GET /api/v1/incidents lists it (no timeline). One attached to a server's
+    # outage is announced when the outage ends, if it is still unresolved then (docs/incidents.md).
+    events.INCIDENT_CREATED: Published(IncidentOut, "An incident was opened: by hand, or automatically (a server "
+                                                    "went offline, an alert fired, a heartbeat went down, a "
+                                                    "certificate is expiring, an agent reported a crash)"),
+    events.INCIDENT_ACKNOWLEDGED: Published(IncidentOut, "An incident was acknowledged (once)"),
+    events.INCIDENT_RESOLVED: Published(IncidentOut, "An incident was resolved: by hand, or by its problem's "
+                                                     "recovery"),
+    events.INCIDENT_REOPENED: Published(IncidentOut, "A resolved incident was reopened: by hand, or because its "
+                                                     "problem came back within 30 minutes"),
+    events.ALERT_TRIGGERED: Published(AlertEventData, "An alert rule started firing for a server (and label set): "
+                                                      "its condition held for its `for_s` (none while the server is "
+                                                      "offline: attached to the server's incident instead)"),
+    events.ALERT_RESOLVED: Published(AlertEventData, "A firing alert resolved: its value went back past the "
+                                                     "recovery threshold, no data under the `ok` policy, or the "
+                                                     "rule was disabled, deleted or narrowed"),
+    events.SSL_EXPIRING: Published(SslExpiringData, "A certificate (or a domain's SSL) came within 30, 14, 7 or 1 "
+                                                    "days of expiry: once per threshold and certificate, again "
+                                                    "after a renewal (docs/certificates.md)"),
     TEST_EVENT: Published(WebhookTestData, "A test delivery, on request (POST /api/v1/webhooks/{id}/test)",
                           sent_to="the webhook tested, enabled or not, whatever it subscribes to"),
 }

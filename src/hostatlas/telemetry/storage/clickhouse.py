@@ -37,6 +37,8 @@ from hostatlas.telemetry.storage.contract import (
     SeriesQuery,
     StoredLog,
     Tier,
+    WindowQuery,
+    WindowValue,
 )
 
 DAY = 86_400
@@ -56,6 +58,14 @@ class _Table:
 _RAW = _Table("metrics_raw", "ts", DAY)
 _ROLLUPS = {Tier.MINUTE: _Table("metrics_1m", "bucket", DAY), Tier.HOUR: _Table("metrics_1h", "bucket", 30 * DAY)}
 _LOGS = _Table("logs", "ts", DAY)
+# The raw points again, ordered by (team, metric, time) for alert windows: the raw table's series-first order
+# makes "this metric, every server, the last 5 minutes" read the whole team's day. Windows starting less
+# than RECENT_SECONDS ago read it; it keeps twice that (never more than the raw tier) so the clocks of
+# the process that trims and the one that reads may differ by a day.
+_RECENT = _Table("metrics_recent", "ts", DAY)
+RECENT_SECONDS = DAY
+_RECENT_KEEP = 2 * DAY
+_SERVERS_IN_SQL = 500
 
 _METRIC_COLUMNS = "team_id, server_id, metric, labels, ts, value"
 _LOG_COLUMNS = "id, team_id, server_id, ts, source, level, message, fields, line"
@@ -88,6 +98,17 @@ def _raw_ddl(db: str) -> str:
     return f"""CREATE TABLE IF NOT EXISTS {db}.{_RAW.name} (
         team_id UInt32, server_id UInt32, metric String, labels String, ts UInt32, value Float64
     ) ENGINE = MergeTree PARTITION BY intDiv(ts, {_RAW.partition_seconds}) ORDER BY ({_SERIES_KEY}, ts)"""
+
+
+def _recent_ddl(db: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {db}.{_RECENT.name} (
+        team_id UInt32, metric String, ts UInt32, server_id UInt32, labels String, value Float64
+    ) ENGINE = MergeTree PARTITION BY intDiv(ts, {_RECENT.partition_seconds}) ORDER BY (team_id, metric, ts)"""
+
+
+def _recent_view_ddl(db: str) -> str:
+    return f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_RECENT.name}_mv TO {db}.{_RECENT.name} AS
+        SELECT team_id, metric, ts, server_id, labels, value FROM {db}.{_RAW.name}"""
 
 
 def _rollup_ddl(db: str, table: _Table) -> str:
@@ -248,6 +269,10 @@ class ClickHouseStore:
         for tier, table in _ROLLUPS.items():
             self._execute(_rollup_ddl(self._db, table))
             self._execute(_rollup_view_ddl(self._db, table, TIER_SECONDS[tier]))
+        # Filled from its creation on: on an upgraded install, windows reaching back before it see only
+        # the points since (a 5-minute rule sees whole windows 5 minutes after the upgrade).
+        self._execute(_recent_ddl(self._db))
+        self._execute(_recent_view_ddl(self._db))
         self._create_logs_table()
 
     def _create_logs_table(self) -> None:
@@ -340,8 +365,33 @@ class ClickHouseStore:
             for (server_id, labels), group in groupby(rows, key=lambda row: (row[0], row[1]))
         ]
 
+    def aggregate_window(self, query: WindowQuery) -> list[WindowValue]:
+        if query.server_ids is not None and not query.server_ids:
+            return []
+        params: dict[str, Any] = {"team_id": query.team_id, "metric": query.metric, "start": query.start,
+                                  "end": query.end}
+        servers, wanted = "", None
+        if query.server_ids is not None and len(query.server_ids) > _SERVERS_IN_SQL:
+            # Thousands of ids inlined in the SQL cost more to send and parse than the team's whole window of
+            # this metric costs to read: that is read, and the rows of other servers dropped here.
+            wanted = frozenset(query.server_ids)
+        elif query.server_ids is not None:
+            params["server_ids"] = tuple(query.server_ids)
+            servers = " AND server_id IN %(server_ids)s"
+        # A recent window reads the (team, metric, ts)-ordered copy: only the granules of the window. One
+        # GROUP BY answers for every server at once.
+        table = _RECENT if query.start >= now_unix() - RECENT_SECONDS else _RAW
+        sql = f"""SELECT server_id, labels, {_RAW_AGGS[query.agg]}
+            FROM {self._db}.{table.name}
+            PREWHERE team_id = %(team_id)s AND metric = %(metric)s AND ts >= %(start)s AND ts < %(end)s{servers}
+            WHERE 1{self._label_conditions(query, params)}
+            GROUP BY server_id, labels
+            ORDER BY server_id, labels"""
+        return [WindowValue(server_id, labels, float(value)) for server_id, labels, value in self._execute(sql, params)
+                if wanted is None or server_id in wanted]
+
     @staticmethod
-    def _label_conditions(query: SeriesQuery, params: dict[str, Any]) -> str:
+    def _label_conditions(query: SeriesQuery | WindowQuery, params: dict[str, Any]) -> str:
         # A whole `k=v` element of the canonical string: `mount=/` must not match `mount=/boot`.
         sql = ""
         for number, (key, value) in enumerate(sorted(query.label_filters.items())):
@@ -421,7 +471,14 @@ class ClickHouseStore:
             (_ROLLUPS[Tier.HOUR], retention.hour_seconds),
             (_LOGS, retention.logs_seconds),
         ]
-        return {table.name: self._expire(table, now - seconds) for table, seconds in plan}
+        removed = {table.name: self._expire(table, now - seconds) for table, seconds in plan}
+        # Not reported: a copy of raw points. Whole old days go; when the raw tier keeps less than the copy
+        # would, the copy is trimmed exactly like it, so a window reads the same points from either table.
+        if retention.raw_seconds < _RECENT_KEEP:
+            self._expire(_RECENT, now - retention.raw_seconds)
+        else:
+            self._drop_old_partitions(_RECENT, now - _RECENT_KEEP)
+        return removed
 
     def _expire(self, table: _Table, cutoff: int) -> int:
         removed = self._drop_old_partitions(table, cutoff)

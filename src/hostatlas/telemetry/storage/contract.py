@@ -76,6 +76,25 @@ class SeriesQuery:
     tier: Tier
 
 
+@dataclass(frozen=True)
+class WindowQuery:
+    """One aggregate per series over a short window of raw points: what an alert rule evaluates each tick."""
+
+    team_id: int
+    server_ids: Sequence[int] | None  # None: every server of the team
+    metric: str
+    label_filters: dict[str, str]  # every given label must match exactly
+    start: int  # inclusive, unix s
+    end: int  # exclusive, unix s
+    agg: Agg
+
+
+class WindowValue(NamedTuple):
+    server_id: int
+    labels: str  # canonical label string
+    value: float
+
+
 @dataclass
 class Series:
     server_id: int
@@ -133,6 +152,11 @@ class TelemetryStore(Protocol):
 
     def query_series(self, query: SeriesQuery) -> list[Series]:
         """One Series per matching (server, labels), points bucketed by query.step, empty buckets left out."""
+
+    def aggregate_window(self, query: WindowQuery) -> list[WindowValue]:
+        """One value per series (server, labels) with at least one raw point in [start, end): the agg of those
+        points (``last``: the value with the latest ts); series without points are left out. ONE grouped query
+        across every server (never a query per server), from the raw tier. Order: (server_id, labels)."""
 
     def metric_names(self, team_id: int, server_id: int) -> list[tuple[str, str]]:
         """(metric, labels) pairs the server has reported, sorted."""

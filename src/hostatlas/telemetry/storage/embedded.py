@@ -8,6 +8,7 @@ per batch. Logs sit in a table mirrored into an FTS5 index for word search.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,8 @@ from hostatlas.telemetry.storage.contract import (
     SeriesQuery,
     StoredLog,
     Tier,
+    WindowQuery,
+    WindowValue,
 )
 from hostatlas.telemetry.storage.series import label_pairs, matches_labels
 
@@ -32,6 +35,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, team_id INTEGER NOT NULL, server_id INTEGER NOT NULL,
     metric TEXT NOT NULL, labels TEXT NOT NULL, UNIQUE (team_id, server_id, metric, labels));
+CREATE INDEX IF NOT EXISTS ix_series_team_metric ON series (team_id, metric);
 CREATE TABLE IF NOT EXISTS metrics_raw (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS ix_metrics_raw_series_ts ON metrics_raw (series_id, ts);
 CREATE INDEX IF NOT EXISTS ix_metrics_raw_ts ON metrics_raw (ts);
@@ -153,12 +157,33 @@ class EmbeddedStore:
     def _series(self, query: SeriesQuery) -> dict[int, tuple[int, str]]:
         if not query.server_ids:
             return {}
-        marks = ",".join("?" * len(query.server_ids))
+        # The ids travel as one JSON parameter: thousands of bound `?` would hit SQLite's variable limit.
         rows = self._reader().execute(
-            f"SELECT id, server_id, labels FROM series WHERE team_id = ? AND metric = ? AND server_id IN ({marks})",
-            (query.team_id, query.metric, *query.server_ids))
+            "SELECT id, server_id, labels FROM series WHERE team_id = ? AND metric = ? "
+            "AND server_id IN (SELECT value FROM json_each(?))",
+            (query.team_id, query.metric, json.dumps(list(query.server_ids))))
         return {sid: (server_id, labels) for sid, server_id, labels in rows
                 if matches_labels(labels, query.label_filters)}
+
+    def aggregate_window(self, query: WindowQuery) -> list[WindowValue]:
+        if query.server_ids is not None and not query.server_ids:
+            return []
+        clauses = ["s.team_id = ?", "s.metric = ?"]
+        params: list[object] = [query.team_id, query.metric]
+        if query.server_ids is not None:
+            clauses.append("s.server_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(query.server_ids)))
+        for key, value in sorted(query.label_filters.items()):
+            # A whole `k=v` element of the canonical string (values hold no `,`): `mount=/` is not `mount=/boot`.
+            clauses.append("instr(',' || s.labels || ',', ?) > 0")
+            params.append(f",{key}={value},")
+        # One statement for the whole fleet: the series index picks the team's series of the metric, and each
+        # one's few window points come from the (series_id, ts) index.
+        sql = (f"SELECT s.server_id, s.labels, {RAW_AGG[query.agg]} FROM series AS s "
+               f"JOIN metrics_raw AS r ON r.series_id = s.id AND r.ts >= ? AND r.ts < ? "
+               f"WHERE {' AND '.join(clauses)} GROUP BY s.id ORDER BY s.server_id, s.labels")
+        rows = self._reader().execute(sql, (query.start, query.end, *params))
+        return [WindowValue(int(row[0]), row[1], float(row[2])) for row in rows]
 
     def query_series(self, query: SeriesQuery) -> list[Series]:
         found = self._series(query)

@@ -1,0 +1,1 @@
+"""Alert rules: conditions on metrics, evaluated by the worker, firing alerts and incidents."""

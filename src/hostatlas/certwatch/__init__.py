@@ -1,0 +1,1 @@
+"""SSL expiry: discovered certificates and domains crossing their expiry thresholds (``ssl.expiring``, incidents)."""
