@@ -131,10 +131,24 @@ async def _enrol(session: aiohttp.ClientSession, target: Target, hosts: int) -> 
     return list(await asyncio.gather(*(one(index) for index in range(hosts))))
 
 
+async def _add_rules(session: aiohttp.ClientSession, target: Target, count: int) -> None:
+    """Alert rules over every server, on the series the load sends, so that ingestion is measured while the
+    worker (in the served process) evaluates them every 15 s (issue 13). A fresh install also has its three
+    default rules."""
+    for index in range(count):
+        metric = SERIES[index % len(SERIES)][0]
+        rule = {"name": f"bench rule {index}", "metric": metric, "operator": ">=", "threshold": 1e12,
+                "window_s": 300, "for_s": 60, "aggregation": ["avg", "max", "last"][index % 3]}
+        async with session.post(f"{target.base_url}/api/v1/alert-rules", json=rule,
+                                headers={"Authorization": f"Bearer {target.api_key}"}) as response:
+            response.raise_for_status()
+
+
 async def _load(target: Target, args: argparse.Namespace) -> tuple[Kind, Kind, float]:
     rng = random.Random(1)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
         tokens = await _enrol(session, target, args.hosts)
+        await _add_rules(session, target, args.rules)
         metrics_url, logs_url = f"{target.base_url}/api/v1/agent/metrics", f"{target.base_url}/api/v1/agent/logs"
         metrics, logs = Kind(), Kind()
         metric_rate, log_rate = args.hosts / 15.0, args.log_rate / args.log_batch
@@ -267,6 +281,7 @@ def main() -> None:
     parser.add_argument("--backends", default="embedded,clickhouse")
     parser.add_argument("--hosts", type=int, default=0, help="default: 2,000 embedded, 10,000 ClickHouse")
     parser.add_argument("--log-rate", type=float, default=0, help="default: 8,000 embedded, 50,000 ClickHouse")
+    parser.add_argument("--rules", type=int, default=10, help="alert rules over every server, evaluated meanwhile")
     parser.add_argument("--log-batch", type=int, default=500, help="log lines per request")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (bounded to 120)")
     parser.add_argument("--serve-args", default="", help="extra `hostatlas serve` arguments")
