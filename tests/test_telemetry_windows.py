@@ -16,10 +16,12 @@ import time_machine
 
 from hostatlas.telemetry.query.windows import MAX_EVALUATIONS, sliding_windows
 from hostatlas.telemetry.storage.contract import (
+    COMPARISONS,
     Agg,
     MetricPoint,
     Retention,
     TelemetryStore,
+    WindowFilter,
     WindowQuery,
     WindowValue,
 )
@@ -104,6 +106,26 @@ def test_each_aggregate_of_a_window_equals_the_raw_points(filled: tuple[Telemetr
         for start, end in ((T0, T0 + 300), (T0 + 420, T0 + 720), (T0 + 7, T0 + 1193), (T0 + 900, T0 + 960)):
             query = WindowQuery(TEAM, None, metric, {}, start, end, agg)
             _check(store.aggregate_window(query), _expected(points, query), (metric, start, end, agg))
+
+
+COMPARE = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__, "==": float.__eq__,
+           "!=": float.__ne__}
+
+
+@pytest.mark.parametrize("agg", [Agg.AVG, Agg.MAX, Agg.LAST, Agg.COUNT])
+@pytest.mark.parametrize("operator", COMPARISONS)
+def test_a_filter_answers_the_series_meeting_it_and_every_series_of_the_servers_kept(
+        filled: tuple[TelemetryStore, list[MetricPoint]], agg: Agg, operator: str) -> None:
+    store, points = filled
+    for metric, threshold in (("cpu.percent", 50.0), ("disk.used_percent", 90.0), ("disk.used_percent", 45.5)):
+        for keep in ((), (12,), (11, 14, 999)):
+            base = WindowQuery(TEAM, None, metric, {}, T0, T0 + 300, agg)
+            expected = {key: value for key, value in _expected(points, base).items()
+                        if COMPARE[operator](float(value), threshold) or key[0] in keep}
+            query = WindowQuery(TEAM, None, metric, {}, T0, T0 + 300, agg, only=WindowFilter(operator, threshold, keep))
+            _check(store.aggregate_window(query), expected, (metric, operator, threshold, keep))
+    with pytest.raises(ValueError, match="unknown comparison"):
+        WindowFilter("; DROP TABLE series", 1.0)
 
 
 def test_last_is_the_value_of_the_newest_point_whatever_the_insert_order(store: TelemetryStore) -> None:

@@ -8,7 +8,8 @@ either telemetry backend). Per rule and tick:
    claims the rule, committed at once; a worker whose UPDATE matched nothing leaves the rule alone, so two
    workers never evaluate one rule for the same instant (and never send an event twice);
 2. one ``aggregate_window`` query to the telemetry store across every server the rule covers (never one per
-   server), outside any database transaction;
+   server), outside any database transaction, answering only the series worth a look (``_worth_a_look``: those
+   meeting the condition and those of servers already pending or firing), filtered by the store;
 3. every series observed, and every server covered that sent nothing (the rule's no-data policy), goes through
    ``machine.step``; the steps that change something are stored by ``state.apply`` in one transaction.
 
@@ -31,14 +32,14 @@ from sqlalchemy.orm import Session
 
 from hostatlas.alerts import machine, service, state
 from hostatlas.alerts.machine import Reason
-from hostatlas.alerts.models import AlertRule, AlertState, AlertStatus, Scope
+from hostatlas.alerts.models import AlertRule, AlertState, AlertStatus, NoData, Scope
 from hostatlas.alerts.schemas import AlertRuleOut
 from hostatlas.db.engine import Database
 from hostatlas.pipelines.isolation import is_outage
 from hostatlas.pipelines.quarantine import describe
 from hostatlas.servers.schemas import ServerRef
 from hostatlas.settings import Settings
-from hostatlas.telemetry.storage.contract import TelemetryStore, WindowQuery
+from hostatlas.telemetry.storage.contract import TelemetryStore, WindowFilter, WindowQuery
 from hostatlas.telemetry.storage.stores import open_store
 
 log = structlog.get_logger(__name__)
@@ -109,14 +110,15 @@ def _evaluate(evaluation: Pass, rule_id: int, on_query: Callable[[int, float], N
     claimed = _claim(evaluation, rule_id)
     if claimed is None:
         return 0  # another worker has it for this interval, or it was disabled meanwhile
-    team_id, rule, covered = claimed
+    team_id, rule, covered, tracked = claimed
     tick = int(evaluation.tick.timestamp())
     values: dict[SeriesKey, float] = {}
     if covered:
         scope_ids = None if rule.scope is Scope.ALL else sorted(covered)
         started = time.monotonic()
         found = evaluation.store.aggregate_window(WindowQuery(team_id, scope_ids, rule.metric, rule.label_filters,
-                                                              tick - rule.window_s, tick, rule.aggregation))
+                                                              tick - rule.window_s, tick, rule.aggregation,
+                                                              only=_worth_a_look(rule, tracked)))
         if on_query is not None:
             on_query(rule_id, time.monotonic() - started)
         values = {(server_id, labels): value for server_id, labels, value in found if server_id in covered}
@@ -124,8 +126,25 @@ def _evaluate(evaluation: Pass, rule_id: int, on_query: Callable[[int, float], N
         return _store_steps(session, team_id, rule, covered, values, evaluation.tick)
 
 
-def _claim(evaluation: Pass, rule_id: int) -> tuple[int, AlertRuleOut, dict[int, service.Covered]] | None:
-    """Take the rule's lease for this interval; the rule and the servers it covers if this worker got it.
+# Past this many servers with pending or firing series, a rule asks for every series (a filter naming them all
+# would cost more than it saves).
+KEEP_MAX = 500
+
+
+def _worth_a_look(rule: AlertRuleOut, tracked: set[int]) -> WindowFilter | None:
+    """What of the window the machine needs: the series meeting the condition, and every series of the servers
+    the rule already tracks (to see them recover). A series that is ok and stays ok is decided without being
+    read, which is nearly every series of a healthy fleet, so a tick costs the process that evaluates it (the
+    serving one, on a single box) almost nothing. The `alert` no-data policy must see which servers sent
+    anything, and so reads every series."""
+    if rule.no_data is NoData.ALERT or len(tracked) > KEEP_MAX:
+        return None
+    return WindowFilter(rule.operator.value, rule.threshold, keep=sorted(tracked))
+
+
+def _claim(evaluation: Pass, rule_id: int) -> tuple[int, AlertRuleOut, dict[int, service.Covered], set[int]] | None:
+    """Take the rule's lease for this interval; the rule, the servers it covers and those it tracks (pending or
+    firing) if this worker got it.
 
     The lease commits on its own, before the rule is even read: a rule that cannot be read or evaluated waits
     for its next interval like any other, instead of being tried again at every tick of every worker."""
@@ -144,7 +163,10 @@ def _claim(evaluation: Pass, rule_id: int) -> tuple[int, AlertRuleOut, dict[int,
         if key not in evaluation.covered:
             evaluation.covered[key] = service.covered_servers(session, team_id, rule.scope, rule.server_ids,
                                                               rule.tags)
-    return team_id, rule, evaluation.covered[key]
+        # The lease is ours for this interval: nothing else changes the rule's states until we store ours (an
+        # edit of the rule resolves them and makes it due again, for the next lease).
+        tracked = set(session.scalars(select(AlertState.server_id).where(AlertState.rule_id == rule_id)))
+    return team_id, rule, evaluation.covered[key], tracked
 
 
 def _store_steps(session: Session, team_id: int, rule: AlertRuleOut, covered: dict[int, service.Covered],
@@ -162,7 +184,9 @@ def _store_steps(session: Session, team_id: int, rule: AlertRuleOut, covered: di
         made += len(left)
     tracked = {key: state.state_of(row) for key, row in rows.items()}
     unchanged: list[dict[str, object]] = []
-    for key, step in machine.evaluate(condition, tracked, values, covered, tick).items():
+    # Only the `alert` no-data policy needs every covered server (a silent one holds the condition).
+    silent_matter = covered if condition.no_data is NoData.ALERT else ()
+    for key, step in machine.evaluate(condition, tracked, values, silent_matter, tick).items():
         row = rows.get(key)
         server = covered[key[0]]
         if step.change is None and row is not None and not (row.suppressed and server.online):

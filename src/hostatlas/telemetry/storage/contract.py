@@ -76,6 +76,26 @@ class SeriesQuery:
     tier: Tier
 
 
+# How a WindowFilter compares, spelled as in alert rules; each store maps them onto its own SQL.
+COMPARISONS = (">", ">=", "<", "<=", "==", "!=")
+
+
+@dataclass(frozen=True)
+class WindowFilter:
+    """Only the series worth a look: those whose aggregate ``operator``s ``threshold`` (one of COMPARISONS), and
+    every series of the servers in ``keep``. An alert rule asks for the series meeting its condition plus those
+    of the servers it already tracks: a fleet that is fine answers almost nothing, instead of a value per series
+    that the evaluating process (often the serving one) must decode and compare each tick."""
+
+    operator: str
+    threshold: float
+    keep: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        if self.operator not in COMPARISONS:
+            raise ValueError(f"unknown comparison {self.operator!r}")
+
+
 @dataclass(frozen=True)
 class WindowQuery:
     """One aggregate per series over a short window of raw points: what an alert rule evaluates each tick."""
@@ -87,6 +107,7 @@ class WindowQuery:
     start: int  # inclusive, unix s
     end: int  # exclusive, unix s
     agg: Agg
+    only: WindowFilter | None = None  # None: every series with points
 
 
 class WindowValue(NamedTuple):

@@ -66,6 +66,9 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
 # SQLite returns the bare column `value`/`last` from the row holding max(ts): that row's value is "last".
 RAW_AGG = {Agg.AVG: "avg(value)", Agg.MIN: "min(value)", Agg.MAX: "max(value)", Agg.SUM: "sum(value)",
            Agg.COUNT: "count(*)", Agg.LAST: "value, max(ts)"}
+# The same, its value named v (last: SQLite's bare column is the value of the row holding max(ts)).
+RAW_AGG_AS_V = {agg: f"{sql} AS v" for agg, sql in RAW_AGG.items()} | {Agg.LAST: "value AS v, max(ts) AS last_ts"}
+SQL_COMPARISONS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "==": "=", "!=": "!="}
 ROLLUP_AGG = {Agg.AVG: "sum(sum) * 1.0 / sum(count)", Agg.MIN: "min(min)", Agg.MAX: "max(max)",
               Agg.SUM: "sum(sum)", Agg.COUNT: "sum(count)", Agg.LAST: "last, max(last_ts)"}
 
@@ -179,10 +182,17 @@ class EmbeddedStore:
             params.append(f",{key}={value},")
         # One statement for the whole fleet: the series index picks the team's series of the metric, and each
         # one's few window points come from the (series_id, ts) index.
-        sql = (f"SELECT s.server_id, s.labels, {RAW_AGG[query.agg]} FROM series AS s "
+        sql = (f"SELECT s.server_id AS server_id, s.labels AS labels, {RAW_AGG_AS_V[query.agg]} FROM series AS s "
                f"JOIN metrics_raw AS r ON r.series_id = s.id AND r.ts >= ? AND r.ts < ? "
-               f"WHERE {' AND '.join(clauses)} GROUP BY s.id ORDER BY s.server_id, s.labels")
-        rows = self._reader().execute(sql, (query.start, query.end, *params))
+               f"WHERE {' AND '.join(clauses)} GROUP BY s.id")
+        sql, params = f"SELECT server_id, labels, v FROM ({sql})", [query.start, query.end, *params]
+        if query.only is not None:
+            sql += f" WHERE v {SQL_COMPARISONS[query.only.operator]} ?"
+            params.append(query.only.threshold)
+            if query.only.keep:
+                sql += " OR server_id IN (SELECT value FROM json_each(?))"
+                params.append(json.dumps(list(query.only.keep)))
+        rows = self._reader().execute(sql + " ORDER BY server_id, labels", params)
         return [WindowValue(int(row[0]), row[1], float(row[2])) for row in rows]
 
     def query_series(self, query: SeriesQuery) -> list[Series]:
