@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, case, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,14 +80,12 @@ def report(session: Session, problem: Problem, *, at: datetime) -> Outcome:
     """Open, reopen or follow up the incident of ``problem``, in the caller's transaction."""
     if len(problem.key) > SOURCE_KEY_MAX:
         raise InvalidInput.single("key", "too_long", f"At most {SOURCE_KEY_MAX} characters")
-    current = _unresolved(session, problem.team_id, problem.source, problem.key)
-    if current is not None:
-        return _follow_up(session, current, problem, at)
-    parent = _outage_of(session, problem)
-    latest = _latest(session, problem.team_id, problem.source, problem.key)
+    # One lookup: the unresolved incident of the problem if there is one, else its latest (locked either way).
+    latest = _current_or_latest(session, problem.team_id, problem.source, problem.key)
     if latest is not None and latest.status in UNRESOLVED:
-        # Reopened by another transaction while we waited for its row.
+        # Unresolved (or reopened by another transaction while we waited for its row): a follow-up.
         return _follow_up(session, latest, problem, at)
+    parent = _outage_of(session, problem)
     if latest is not None and _reopenable(latest, at):
         return _reopen_automatically(session, latest, problem, parent, at)
     incident = _insert(session, problem, parent, at)
@@ -266,11 +264,16 @@ def _unresolved(session: Session, team_id: int, source: Source, key: str) -> Inc
         Incident.status.in_(UNRESOLVED)).with_for_update().execution_options(populate_existing=True))
 
 
-def _latest(session: Session, team_id: int, source: Source, key: str) -> Incident | None:
-    # Locked and read afresh: a transaction that reopened it meanwhile is seen once it commits.
+def _current_or_latest(session: Session, team_id: int, source: Source, key: str) -> Incident | None:
+    """The unresolved incident of (team, source, key) if any (the unique index allows one), else the newest.
+
+    Locked and read afresh: a transaction that reopened it meanwhile is seen once it commits. One statement
+    instead of two: a burst of new problems (an alert rule firing on a hundred servers) pays for each."""
+    unresolved_first = case((Incident.status.in_(UNRESOLVED), 0), else_=1)
     return session.scalar(select(Incident).where(
         Incident.team_id == team_id, Incident.source == source.value, Incident.source_key == key)
-        .order_by(Incident.id.desc()).limit(1).with_for_update().execution_options(populate_existing=True))
+        .order_by(unresolved_first, Incident.id.desc()).limit(1).with_for_update()
+        .execution_options(populate_existing=True))
 
 
 def _outage_of(session: Session, problem: Problem) -> Incident | None:

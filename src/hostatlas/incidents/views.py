@@ -40,9 +40,11 @@ def outs(session: Session, incidents: Sequence[Incident]) -> list[IncidentOut]:
     server_ids = {incident.server_id for incident in incidents if incident.server_id is not None}
     servers = {row.id: ServerRef(id=row.id, hostname=row.hostname) for row in session.execute(
         select(Server.id, Server.hostname).where(Server.id.in_(server_ids)))} if server_ids else {}
+    # Only a server's outage holds attached incidents: a page (or an announcement) of none skips the count.
+    outages = [incident.id for incident in incidents if incident.source == Source.SERVER.value]
     counts: dict[int, int] = {row.parent_id: row.attached for row in session.execute(
         select(Incident.parent_id, func.count().label("attached"))
-        .where(Incident.parent_id.in_([i.id for i in incidents])).group_by(Incident.parent_id))}
+        .where(Incident.parent_id.in_(outages)).group_by(Incident.parent_id))} if outages else {}
     return [_out(incident, servers.get(incident.server_id or 0), counts.get(incident.id, 0))
             for incident in incidents]
 
