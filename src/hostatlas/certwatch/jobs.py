@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from hostatlas.certwatch import service
 from hostatlas.certwatch.service import Watched
-from hostatlas.clock import utcnow
+from hostatlas.clock import Throttle, utcnow
 from hostatlas.db.engine import Database
 from hostatlas.pipelines import quarantine
 from hostatlas.pipelines.isolation import write_isolating
@@ -51,27 +51,24 @@ def watch_certificates(db: Database, settings: Settings, now: datetime) -> int:
 
 
 class CertificateWatch:
-    """``watch_certificates`` at most once every ``every`` seconds of the ``now`` it is given (as
-    ``telemetry.storage.retention.RetentionJob``); a clock set back runs it again rather than waiting.
+    """``watch_certificates`` at most once every ``every`` seconds of the ``now`` it is given (``clock.Throttle``).
 
     Each pass also looks at ``PRUNE_BATCH`` more notices for stale ones (``service.forget_stale``), from where
     the last pass stopped, starting over at the end: the notice table holds what is still needed.
     """
 
     def __init__(self, every: float = WATCH_EVERY) -> None:
-        self.every = every
-        self._last_run: float | None = None
+        self.throttle = Throttle(every)
         self._pruned_to = 0
 
     def __call__(self, db: Database, settings: Settings, now: datetime) -> int:
-        moment = now.timestamp()
-        if self._last_run is not None and 0 <= moment - self._last_run < self.every:
+        if not self.throttle.due(now):
             return 0
         done = watch_certificates(db, settings, now)
         with db.session(write=True) as session:
             _, last = service.forget_stale(session, now, after_id=self._pruned_to, limit=PRUNE_BATCH)
         self._pruned_to = last or 0
-        self._last_run = moment
+        self.throttle.ran(now)
         return done
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from hostatlas.clock import Throttle
 from hostatlas.db.engine import Database
 from hostatlas.settings import Settings
 from hostatlas.telemetry.storage.stores import open_store, retention_of
@@ -16,22 +17,19 @@ class RetentionJob:
     """A worker job (``hostatlas.jobs``): at most once every ``every`` seconds of the ``now`` it is given,
     open the store the settings name, enforce retention as of that ``now``, and close the store.
 
-    The throttle is this object's state, so it lives as long as the worker that runs the job. A ``now``
-    earlier than the last run (the clock was set back) runs it again rather than waiting for the clock.
+    The throttle (``clock.Throttle``) is this object's state, so it lives as long as the worker that runs the job.
     """
 
     def __init__(self, every: float = RETENTION_EVERY) -> None:
-        self.every = every
-        self._last_run: float | None = None
+        self.throttle = Throttle(every)
 
     def __call__(self, db: Database, settings: Settings, now: datetime) -> int:
-        moment = now.timestamp()
-        if self._last_run is not None and 0 <= moment - self._last_run < self.every:
+        if not self.throttle.due(now):
             return 0
         store = open_store(settings)
         try:
-            removed = store.enforce_retention(retention_of(settings), int(moment))
+            removed = store.enforce_retention(retention_of(settings), int(now.timestamp()))
         finally:
             store.close()
-        self._last_run = moment
+        self.throttle.ran(now)
         return sum(removed.values())
