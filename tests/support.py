@@ -87,9 +87,10 @@ def hostatlas_command() -> list[str]:
 
 
 @contextmanager
-def running_server(workdir: Path, env: dict[str, str], *, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
-    """``hostatlas serve`` as a real process on a free loopback port; yields its base URL."""
-    port = free_port()
+def running_server(workdir: Path, env: dict[str, str], *, extra_args: tuple[str, ...] = (),
+                   port: int | None = None) -> Iterator[str]:
+    """``hostatlas serve`` as a real process on a loopback port (a free one unless given); yields its base URL."""
+    port = port or free_port()
     full_env = {**os.environ, **env}
     log = open(workdir / f"serve-{port}.log", "w")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen([*hostatlas_command(), "serve", "--port", str(port), *extra_args],

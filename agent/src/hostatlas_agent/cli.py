@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hostatlas_agent import __version__, host
-from hostatlas_agent.config import AgentConfig, ConfigError, load
+from hostatlas_agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load
 from hostatlas_agent.state import Credentials, StateDir
 from hostatlas_agent.transport import Outcome, Platform
 
@@ -32,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="What the agent sends, when it last succeeded, the spool's size")
     install = sub.add_parser("install-service", help="Write and enable the systemd unit")
     install.add_argument("--no-user", action="store_true", help="run as root instead of a hostatlas-agent user")
-    sub.add_parser("uninstall-service", help="Disable and remove the systemd unit (keeps the state directory)")
+    uninstall = sub.add_parser("uninstall-service", help="Disable and remove the systemd unit (keeps the state)")
+    for command in (install, uninstall):
+        command.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), help=argparse.SUPPRESS)
+        command.add_argument("--no-systemctl", action="store_true",
+                             help="only write/remove the unit; print the systemctl commands instead of running them")
     sub.add_parser("replay", help="Put the batches the platform refused back in the spool")
     sub.add_parser("info", help="Print what the agent would report about this host")
     for command in sub.choices.values():  # `hostatlas-agent run --config X` reads as well as the global form
@@ -155,19 +161,30 @@ def _ago(now: float, at: Any) -> str:
 def _install(config: AgentConfig, args: argparse.Namespace) -> int:
     from hostatlas_agent import systemd
 
-    config_path = args.config or Path("/etc/hostatlas/agent.toml")
-    result = systemd.install(executable=sys.argv[0] if sys.argv[0].endswith("hostatlas-agent")
-                             else f"{sys.executable} -m hostatlas_agent",
-                             config_path=str(config_path), create_user=not args.no_user)
-    print(result)
-    return 0
+    config_path = (args.config or DEFAULT_CONFIG_PATH).resolve()
+    result = systemd.install(unit_dir=args.unit_dir, executable=_own_executable(), config_path=config_path,
+                             create_user=not args.no_user, run_systemctl=not args.no_systemctl,
+                             state_dir=config.state_dir)
+    print(result.report())
+    return 0 if result.ok else 1
+
+
+def _own_executable() -> str:
+    """The command that starts this very agent: the installed script (pipx puts it on PATH), else this Python."""
+    script = Path(sys.argv[0])
+    if script.name == "hostatlas-agent" and script.exists():
+        return str(script.resolve())
+    found = shutil.which("hostatlas-agent")
+    return found or f"{shlex.quote(sys.executable)} -m hostatlas_agent"
 
 
 def _uninstall(config: AgentConfig, args: argparse.Namespace) -> int:
     from hostatlas_agent import systemd
 
-    print(systemd.uninstall())
-    return 0
+    result = systemd.uninstall(unit_dir=args.unit_dir, run_systemctl=not args.no_systemctl,
+                               state_dir=config.state_dir)
+    print(result.report())
+    return 0 if result.ok else 1
 
 
 def _replay(config: AgentConfig, args: argparse.Namespace) -> int:

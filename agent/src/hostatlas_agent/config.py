@@ -74,12 +74,17 @@ class AgentConfig:
     request_timeout: float = 10
     retry_max_backoff: float = 60  # the longest wait between tries while the platform is away
     log_level: str = "INFO"
+    # What the file or a variable set on this host: the platform's config never overrides those.
+    explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
     def with_remote(self, remote: Mapping[str, Any]) -> AgentConfig:
-        """This config with the platform's managed fields applied. Log paths add to the local ones."""
+        """This config with the platform's managed fields applied, except where this host's own file or
+        variables set them (the person who wrote a host's file meant it for that host). Log paths add up."""
         changes: dict[str, Any] = {}
         for name in ("metrics_interval", "checkin_interval"):
             value = remote.get(name)
+            if name in self.explicit:
+                continue
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
                 changes[name] = float(value)
         paths = remote.get("log_paths")
@@ -87,12 +92,12 @@ class AgentConfig:
             local = [p for p in self.log_paths if p not in paths]
             changes["log_paths"] = local + [p for p in paths if isinstance(p, str)]
         flags = remote.get("features")
-        if isinstance(flags, dict):
+        if isinstance(flags, dict) and "features" not in self.explicit:
             changes["features"] = {**self.features, **{k: bool(v) for k, v in flags.items() if k in FEATURES}}
         return dataclasses.replace(self, **changes)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig) if f.name != "explicit"}
 _FLOAT_FIELDS = {"metrics_interval", "checkin_interval", "config_interval", "log_interval", "discovery_interval",
                  "discovery_max_age", "crash_interval", "crash_followup_interval", "spool_max_age", "request_timeout",
                  "retry_max_backoff"}
@@ -175,4 +180,4 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None and name != "watch":
             values[name] = _coerce(name, raw, ENV_PREFIX + name.upper())
-    return AgentConfig(**values)
+    return AgentConfig(**values, explicit=frozenset(values))

@@ -136,6 +136,7 @@ class Runner:
         write_atomically(self.state.path / "remote-config.json", encode(answer.body), 0o600)
         if self._apply_remote(answer.body):
             log.info("applied config %s from the platform", answer.body.get("version"))
+            self.save_status()
 
     def send_metrics(self) -> None:
         series = self.metrics.collect(time.time())
