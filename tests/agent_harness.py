@@ -138,6 +138,10 @@ def running_agent(workdir: Path, base: str, key: str, **settings: Any) -> Iterat
     agent.enrol()
     agent.start()
     try:
+        # Enrolment alone marks the server seen; the status file says the agent's first round has run (the
+        # tailer has its place in every file, the first metrics are spooled).
+        agent.eventually(lambda: agent.status().get("pid") == (agent.process.pid if agent.process else None),
+                         "the agent's first status")
         yield agent
     finally:
         agent.stop()

@@ -34,6 +34,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # One platform key for the run: the `hostatlas serve` and `worker` processes tests start must open the webhook
 # secrets this process sealed (hostatlas.secretbox), and no key file lands in the working directory.
 os.environ.setdefault("HOSTATLAS_SECRET_KEY", Fernet.generate_key().decode())
+# The many `hostatlas serve` processes tests start run no agent of their own (tests/test_local_agent.py does).
+os.environ.setdefault("HOSTATLAS_LOCAL_AGENT", "false")
 
 
 def require_service(name: str, reachable: bool, detail: str) -> None:

@@ -80,8 +80,15 @@ def _check_everything_arrived(agent: AgentUnderTest, log: Path, total: int, outa
             if not cursor:
                 return lines
 
-    lines = agent.eventually(lambda: len(found := arrived()) >= total and found, "every line", timeout=60)
-    assert sorted(lines) == [f"outagemark {n:06d}" for n in range(total)]  # all, none twice
+    expected = [f"outagemark {n:06d}" for n in range(total)]
+    try:
+        lines = agent.eventually(lambda: len(found := arrived()) >= total and found, "every line", timeout=60)
+    except AssertionError:
+        lines = arrived()
+        missing = sorted(set(expected) - set(lines))
+        raise AssertionError(f"{len(lines)} of {total} lines arrived; missing {len(missing)}: {missing[:5]}..."
+                             f"{missing[-5:]}; status: {agent.cli('status').stdout}") from None
+    assert sorted(lines) == expected  # all, none twice
     series = agent.api(f"/api/v1/servers/{agent.server_id}/metrics", metric="cpu.percent", step="1s",
                        agg="count", **{"from": str(int(outage_start) - 2), "to": str(int(outage_end))})
     points = series["data"][0]["points"]

@@ -11,7 +11,7 @@ import typer
 import uvicorn
 from sqlalchemy import select
 
-from hostatlas import secretbox
+from hostatlas import localagent, secretbox
 from hostatlas.alerts import service as alert_rules
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys import service as api_keys
@@ -63,22 +63,32 @@ def serve(
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run the background worker here")] = True,
     workers: Annotated[int, typer.Option(help="HTTP worker processes (PostgreSQL only)")] = 1,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request")] = True,
+    local_agent: Annotated[bool | None, typer.Option(
+        "--local-agent/--no-local-agent", show_default=False,
+        help="Also run an agent for this host, enrolled into team `default` (default: on with SQLite unless "
+             "HOSTATLAS_LOCAL_AGENT=false)")] = None,
 ) -> None:
     """Migrate the database if needed, then serve the API and the agent API (and the worker)."""
     db = _migrated_database()
-    db.dispose()
     settings = get_settings()
+    # Started before the app exists (no threads yet to fork beside) and once, by this process, whatever --workers.
+    agent = localagent.start(db, settings, host=host, port=port) if localagent.wanted(local_agent, settings) else None
+    db.dispose()
     os.environ[RUN_WORKER_ENV] = "1" if worker else "0"
     _tune_gc_for_serving()
-    if workers > 1:
-        # Every process runs its own worker thread: jobs claim their rows, so that is safe.
-        uvicorn.run("hostatlas.cli:_app_for_workers", factory=True, host=host, port=port, workers=workers,
-                    log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
-        return
-    from hostatlas.app import create_app
+    try:
+        if workers > 1:
+            # Every process runs its own worker thread: jobs claim their rows, so that is safe.
+            uvicorn.run("hostatlas.cli:_app_for_workers", factory=True, host=host, port=port, workers=workers,
+                        log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
+            return
+        from hostatlas.app import create_app
 
-    uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port,
-                log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
+        uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port,
+                    log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
+    finally:
+        if agent is not None:
+            agent.stop()
 
 
 def _proxy_trust(settings: Settings) -> dict[str, Any]:

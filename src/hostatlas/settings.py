@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     metrics_path: str = Field(default="/metrics", pattern=r"^/[A-Za-z0-9/_.-]*$")
     log_level: str = "INFO"
     log_json: bool = False
+    # `serve` on SQLite also runs an agent for its own host (hostatlas.localagent); false: only --local-agent does.
+    local_agent: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # a line per request would drown what the agent itself says
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     commands = {"enrol": _enrol, "run": _run, "status": _status, "install-service": _install,
                 "uninstall-service": _uninstall, "replay": _replay, "info": _info}
     return int(commands[args.command](config, args))

@@ -58,7 +58,7 @@ class Sender(threading.Thread):
         self.max_backoff = max_backoff
         self._on_unauthorized = on_unauthorized
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not _stop: threading.Thread has one
         self._backoff = 0.0
         self.waiting_until = 0.0  # monotonic; > now while the platform is being given time
 
@@ -66,11 +66,11 @@ class Sender(threading.Thread):
         self._wake.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self._wake.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 delay = self.send_one()
             except Exception:  # the sender must outlive anything one batch can do to it

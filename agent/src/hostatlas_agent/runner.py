@@ -70,15 +70,17 @@ class Runner:
         self._fresh_snapshot: Snapshot | None = None
         self._wake = threading.Event()
         self._apply_remote(self._load_remote_config())
+        # The local, cheap work first: by the time the platform sees the first check-in, the tailer has
+        # already taken its place in every file (what is written after that point is sent).
         self.tasks = [
-            Task("check-in", lambda: self.config.checkin_interval, self.check_in),
-            Task("config", lambda: self.config.config_interval, self.pull_config),
-            Task("metrics", lambda: self.config.metrics_interval, self.send_metrics),
             Task("logs", lambda: self.config.log_interval, self.send_logs, lambda: self.feature("logs")),
-            Task("discovery", lambda: self.config.discovery_interval, self.start_discovery,
-                 lambda: self.feature("discovery")),
+            Task("metrics", lambda: self.config.metrics_interval, self.send_metrics),
             Task("crash", lambda: self.config.crash_interval, self.check_crashes,
                  lambda: self.feature("crash_reports")),
+            Task("check-in", lambda: self.config.checkin_interval, self.check_in),
+            Task("config", lambda: self.config.config_interval, self.pull_config),
+            Task("discovery", lambda: self.config.discovery_interval, self.start_discovery,
+                 lambda: self.feature("discovery")),
             Task("status", lambda: STATUS_EVERY, self.save_status),
         ]
 

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from hostatlas.http.types import DateIn, Flag, Id, NonNegativeInt, Storable, Timestamp, TimestampIn, text_problem
+from hostatlas.http.types import (
+    DateIn,
+    Flag,
+    Id,
+    NonNegativeInt,
+    Sha256Hex,
+    Storable,
+    Timestamp,
+    TimestampIn,
+    text_problem,
+)
 from hostatlas.incidents.models import SERVICE_MAX, TITLE_MAX, IncidentStatus, Severity
 
 
@@ -75,10 +85,30 @@ class ServiceItem(AgentModel):
     log_paths: list[LongText] = Field(default_factory=list, max_length=64)
 
 
+class DiskCertificate(AgentModel):
+    """The certificate file a domain's vhost configuration names."""
+
+    path: Annotated[str, _text(1024, strip=False, min_length=1), Storable]
+    not_after: TimestampIn | None = None
+    fingerprint_sha256: Sha256Hex
+
+
+class ServedCertificate(AgentModel):
+    """The certificate a TLS handshake to the host (SNI = the domain) got."""
+
+    not_after: TimestampIn | None = None
+    fingerprint_sha256: Sha256Hex
+    issuer: LongText | None = None
+    subject: LongText | None = None
+
+
 class DomainItem(AgentModel):
     name: Name
     source: Line | None = None
     ssl_expiry: DateIn | None = Field(None, description="A date; a full timestamp is taken as its day")
+    certificate: DiskCertificate | None = Field(None, description="The certificate on disk its vhost names")
+    served_certificate: ServedCertificate | None = Field(None, description="The certificate the host serves for it; "
+                                                                           "differing from `certificate`: reload due")
 
 
 class ContainerItem(AgentModel):
@@ -94,6 +124,7 @@ class CertificateItem(AgentModel):
     issuer: LongText | None = None
     domains: list[Name] = Field(default_factory=list, max_length=500)
     not_after: TimestampIn | None = None
+    fingerprint_sha256: Sha256Hex | None = None
 
 
 IDENTITY = {"services": "name", "domains": "name", "containers": "id", "certificates": "path"}

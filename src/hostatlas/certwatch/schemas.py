@@ -13,7 +13,9 @@ from hostatlas.servers.schemas import ServerRef
 
 class SslExpiringData(BaseModel):
     """One of ``certificate`` and ``domain`` is set: a discovered certificate (``GET /api/v1/certificates``), or
-    a domain with an ``ssl_expiry`` that no discovered certificate on its server covers (``GET /api/v1/domains``)."""
+    a domain with an ``ssl_expiry`` that no discovered certificate on its server covers, or whose web server
+    serves another certificate than the one on disk (``GET /api/v1/domains``: ``served_certificate``,
+    ``reload_needed``)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "certificate": {"id": 3, "server": {"id": 47, "hostname": "web-prod-01"},
@@ -21,7 +23,8 @@ class SslExpiringData(BaseModel):
                         "path": "/etc/letsencrypt/live/app.example.com/fullchain.pem",
                         "subject": "CN=app.example.com", "issuer": "CN=R3, O=Let's Encrypt",
                         "domains": ["app.example.com"], "not_after": "2026-04-20T12:00:00Z",
-                        "days_until_expiry": 30},
+                        "days_until_expiry": 30,
+                        "fingerprint_sha256": "5f1b0c3e8a4d2f6b9c7e1a0d3b5f8e2c4a6d9b1e3f5a7c9e0b2d4f6a8c1e3b5d"},
         "domain": None, "server": {"id": 47, "hostname": "web-prod-01"}, "not_after": "2026-04-20T12:00:00Z",
         "days_left": 30, "threshold_days": 30, "incident_id": None,
     }]})

@@ -3,8 +3,10 @@
 
 What is watched: every discovered certificate with a ``not_after``, and every domain with an ``ssl_expiry``
 that no discovered certificate on its server covers (the seed's web server reports both its certificate and
-the domains it serves; one expiring certificate must make one notice, not one per name on it). A domain's
-``ssl_expiry`` is a day, taken at 00:00 UTC.
+the domains it serves; one expiring certificate must make one notice, not one per name on it). A domain whose
+web server serves another certificate than the one on disk (``Domain.reload_needed``, ``inventory.reload``) is
+watched even so: its ``ssl_expiry`` is the served certificate's, which the renewed one on disk does not fix
+until the server reloads. A domain's ``ssl_expiry`` is a day, taken at 00:00 UTC.
 
 Each threshold a certificate crosses is a ``CertificateNotice`` row, inserted with ON CONFLICT DO NOTHING: the
 worker whose insert made the row sends what it stands for, whoever finds it there sends nothing. So each
@@ -135,12 +137,13 @@ def expiring(session: Session, now: datetime) -> list[Watched]:
                  select(Certificate.id, Certificate.team_id, Certificate.server_id, Certificate.path,
                         Certificate.not_after).where(Certificate.not_after <= horizon).order_by(Certificate.id))
              if not_after is not None]
-    domains = session.execute(select(Domain.id, Domain.team_id, Domain.server_id, Domain.name, Domain.ssl_expiry)
+    domains = session.execute(select(Domain.id, Domain.team_id, Domain.server_id, Domain.name, Domain.ssl_expiry,
+                                     Domain.reload_needed)
                               .where(Domain.ssl_expiry <= horizon.date()).order_by(Domain.id)).all()
     named = _certificates_named(session, {row.server_id for row in domains})
     found += [Watched("domain", row_id, team_id, server_id, name, domain_expiry(expiry))
-              for row_id, team_id, server_id, name, expiry in domains
-              if expiry is not None and not covers(named.get(server_id, set()), name)]
+              for row_id, team_id, server_id, name, expiry, stale in domains
+              if expiry is not None and (stale or not covers(named.get(server_id, set()), name))]
     return found
 
 
@@ -189,6 +192,8 @@ def _insert_notices(session: Session, item: Watched, stages: Iterable[int], now:
 def _title(item: Watched, row: Certificate | Domain, hostname: str) -> str:
     what = f"Certificate {row.subject or item.name}" if isinstance(row, Certificate) else f"SSL of {item.name}"
     title = f"{what} on {hostname} expires soon"
+    if isinstance(row, Domain) and row.reload_needed:
+        title += " (renewed on disk, not reloaded)"
     return title if len(title) <= TITLE_MAX else title[:TITLE_MAX - 1] + "…"
 
 
@@ -264,10 +269,13 @@ def expiry_of(session: Session, kind: str, server_id: int, name: str) -> datetim
     if kind == "certificate":
         return session.scalar(select(Certificate.not_after).where(Certificate.server_id == server_id,
                                                                   Certificate.path == name))
-    expiry = session.scalar(select(Domain.ssl_expiry).where(Domain.server_id == server_id, Domain.name == name))
-    if expiry is None or covers(_certificates_named(session, [server_id]).get(server_id, set()), name):
+    row = session.execute(select(Domain.ssl_expiry, Domain.reload_needed)
+                          .where(Domain.server_id == server_id, Domain.name == name)).one_or_none()
+    if row is None or row.ssl_expiry is None:
         return None
-    return domain_expiry(expiry)
+    if not row.reload_needed and covers(_certificates_named(session, [server_id]).get(server_id, set()), name):
+        return None
+    return domain_expiry(row.ssl_expiry)
 
 
 def settle(session: Session, notice_id: int, now: datetime) -> int:

@@ -13,6 +13,7 @@ refuses NUL in text and integers beyond 64 bits, SQLite overflows on them, and a
   limits, put the check last, ``Annotated[str, StringConstraints(max_length=64), Storable]``, so that the
   limits are checked (and worded) as a string's.
 - ``Flag``: ``true`` or ``false``, never ``0``/``1`` or ``"yes"``.
+- ``Sha256Hex``: a SHA-256 digest (a certificate's fingerprint) as 64 hexadecimal digits, kept lower-case.
 - ``TimestampIn``: an ISO-8601 moment *string* between ``MIN_MOMENT`` and ``MAX_MOMENT``, no zone meaning
   UTC (a bare number is refused: ``1893456000`` is not obviously a moment); ``DateIn`` the same for a day.
 
@@ -22,11 +23,12 @@ give them the same bounds, and ``Text``/``Storable`` work there as in bodies.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, Strict
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, Strict, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from hostatlas.clock import isoformat_z
@@ -54,6 +56,16 @@ def _storable_text(value: str) -> str:
     problem = text_problem(value)
     if problem:
         raise PydanticCustomError("invalid_text", "{problem}", {"problem": problem[:1].upper() + problem[1:]})
+    return value
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256_hex(value: str) -> str:
+    value = value.lower()
+    if not _SHA256_HEX.fullmatch(value):
+        raise PydanticCustomError("sha256_hex", "Must be a SHA-256 digest: 64 hexadecimal digits")
     return value
 
 
@@ -106,6 +118,7 @@ def _bounded_day(value: date) -> date:
 
 Storable = AfterValidator(_storable_text)
 Text = Annotated[str, Storable]
+Sha256Hex = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_sha256_hex)]
 Flag = Annotated[bool, Strict()]
 Id = Annotated[int, Strict(), Field(ge=1, le=MAX_INT64)]
 Int64 = Annotated[int, Strict(), Field(ge=MIN_INT64, le=MAX_INT64)]

@@ -2,10 +2,12 @@
 
 Each kind (services, domains, containers, certificates) is a full snapshot when present: items missing
 from it are removed. A kind the agent leaves out entirely is left as it is (e.g. Docker not installed).
+Within an item, every field is replaced: a field an (older) agent leaves out is stored as null.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -13,8 +15,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from hostatlas.clock import isoformat_z
 from hostatlas.events import service as events
 from hostatlas.inventory.models import Certificate, Container, Domain, InventoryChange, InventoryRow, Service
+from hostatlas.inventory.reload import reload_needed
 from hostatlas.servers.models import Server
 
 
@@ -26,16 +30,30 @@ class Kind:
     key_column: str  # the model attribute that identifies an item within a server
     key_field: str  # the snapshot field that identifies it
     fields: tuple[str, ...]  # compared and stored, besides the key
+    # Columns worked out from the compared fields (stored, never compared: they change only with those).
+    derived: Callable[[dict[str, Any]], dict[str, Any]] = lambda item: {}
 
     def key_of(self, item: dict[str, Any]) -> str:
         return str(item[self.key_field])
 
+    def stored(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The columns an item sets: its fields (objects kept as JSON-ready values) and the derived ones."""
+        values = {name: _json_ready(item.get(name)) if isinstance(item.get(name), dict) else item.get(name)
+                  for name in self.fields}
+        return {**values, **self.derived(values)}
+
+
+def _domain_derived(values: dict[str, Any]) -> dict[str, Any]:
+    return {"reload_needed": reload_needed(values.get("certificate"), values.get("served_certificate"))}
+
 
 KINDS = (
     Kind("service", "services", Service, "name", "name", ("version", "status", "unit", "pid", "ports", "log_paths")),
-    Kind("domain", "domains", Domain, "name", "name", ("source", "ssl_expiry")),
+    Kind("domain", "domains", Domain, "name", "name", ("source", "ssl_expiry", "certificate", "served_certificate"),
+         derived=_domain_derived),
     Kind("container", "containers", Container, "container_id", "id", ("name", "image", "status")),
-    Kind("certificate", "certificates", Certificate, "path", "path", ("subject", "issuer", "domains", "not_after")),
+    Kind("certificate", "certificates", Certificate, "path", "path",
+         ("subject", "issuer", "domains", "not_after", "fingerprint_sha256")),
 )
 
 
@@ -46,6 +64,17 @@ class KindDiff:
     removed: list[str] = field(default_factory=list)
 
 
+def _json_ready(value: Any) -> Any:
+    """An object field as a JSON column keeps it: moments as the API writes them (``...Z``, whole seconds)."""
+    if isinstance(value, datetime):
+        return isoformat_z(value)
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return value
+
+
 def _comparable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.replace(microsecond=0).isoformat()
@@ -53,11 +82,14 @@ def _comparable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, list):
         return [_comparable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
     return value
 
 
 def _item_state(kind: Kind, item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _comparable(item.get(name)) for name in kind.fields}
+    stored = kind.stored(item)
+    return {name: _comparable(stored[name]) for name in kind.fields}
 
 
 def _row_state(kind: Kind, row: InventoryRow) -> dict[str, Any]:
@@ -74,14 +106,14 @@ def apply_kind(session: Session, server: Server, kind: Kind, items: list[dict[st
         row = stored.get(key)
         if row is None:
             session.add(kind.model(server_id=server.id, team_id=server.team_id, first_seen_at=now, updated_at=now,
-                                   **{kind.key_column: key}, **{name: item.get(name) for name in kind.fields}))
+                                   **{kind.key_column: key}, **kind.stored(item)))
             diff.added.append(key)
             _remember(session, server, kind, "added", key, None, after, now)
             continue
         before = _row_state(kind, row)
         if before != after:
-            for name in kind.fields:
-                setattr(row, name, item.get(name))
+            for name, value in kind.stored(item).items():
+                setattr(row, name, value)
             row.updated_at = now
             diff.changed.append(key)
             _remember(session, server, kind, "changed", key, before, after, now)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hostatlas.clock import utcnow
@@ -44,12 +44,19 @@ class Service(InventoryRow, Base):
 class Domain(InventoryRow, Base):
     __tablename__ = "domains"
     __table_args__ = (UniqueConstraint("server_id", "name", name="uq_domains_server_name"),
-                      Index("ix_domains_team_expiry", "team_id", "ssl_expiry"))
+                      Index("ix_domains_team_expiry", "team_id", "ssl_expiry"),
+                      Index("ix_domains_team_reload_needed", "team_id", "reload_needed"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     source: Mapped[str | None] = mapped_column(String(255))
     ssl_expiry: Mapped[date | None] = mapped_column(Date)
+    # {"path", "not_after", "fingerprint_sha256"}: the certificate on disk the vhost names (JSON-ready values).
+    certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # {"not_after", "fingerprint_sha256", "issuer", "subject"}: what a TLS handshake to the host got.
+    served_certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # inventory.reload.reload_needed of the two above, set whenever they are stored.
+    reload_needed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Container(InventoryRow, Base):
@@ -75,6 +82,7 @@ class Certificate(InventoryRow, Base):
     issuer: Mapped[str | None] = mapped_column(String(1024))
     domains: Mapped[list[str]] = mapped_column(JSON, default=list)
     not_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fingerprint_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class InventoryChange(Base):

@@ -55,10 +55,13 @@ def list_services(principal: Reader, session: DbSession, params: ListParams = De
 @router.get("/domains", response_model=Page[DomainOut], responses=errors(422), summary="List domains")
 def list_domains(principal: Reader, session: DbSession, params: ListParams = Depends(list_params),
                  server_id: ServerFilter = None, name: Filter | None = Query(None),
-                 expiring_within_days: int | None = EXPIRING) -> Page[DomainOut]:
+                 expiring_within_days: int | None = EXPIRING,
+                 reload_needed: bool | None = Query(None, description="Only those whose web server serves another "
+                                                                      "certificate than the one on disk (or only "
+                                                                      "those that do not)")) -> Page[DomainOut]:
     today = utcnow().date()
     stmt = service.domain_listing(principal.team_id, server_id=server_id, name=name,
-                                  expiring_within_days=expiring_within_days, today=today)
+                                  expiring_within_days=expiring_within_days, reload_needed=reload_needed, today=today)
     return _page(session, stmt, Domain.id, params, {"name": Domain.name, "updated_at": Domain.updated_at},
                  lambda domain, server: DomainOut.of(domain, server, today))
 

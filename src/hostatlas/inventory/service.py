@@ -83,11 +83,14 @@ def service_listing(team_id: int, *, server_id: int | None, name: str | None, st
 
 
 def domain_listing(team_id: int, *, server_id: int | None, name: str | None, expiring_within_days: int | None,
-                   today: date) -> Select[Domain]:
-    """``expiring_within_days``: by ``today``; expired ones included."""
+                   today: date, reload_needed: bool | None = None) -> Select[Domain]:
+    """``expiring_within_days``: by ``today``; expired ones included. ``reload_needed``: the stored flag
+    (``inventory.reload``)."""
     stmt = _scoped(Domain, team_id, server_id)
     if name:
         stmt = stmt.where(Domain.name == name)
+    if reload_needed is not None:
+        stmt = stmt.where(Domain.reload_needed == reload_needed)  # "=" so that the index serves it
     if expiring_within_days is not None:
         stmt = stmt.where(Domain.ssl_expiry <= today + timedelta(days=expiring_within_days))
     return stmt
