@@ -36,6 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=300.0, help="seconds the agent runs (default 300)")
     parser.add_argument("--baseline", type=float, default=60.0, help="seconds serve idles alone first")
+    parser.add_argument("--agent-python", default=sys.executable,
+                        help="the Python the agent runs on: a venv with only the agent installed, as pipx makes "
+                             "it, shows what a host pays (this venv also holds the platform's libraries)")
     args = parser.parse_args()
     with serve("sqlite", extra_env={"HOSTATLAS_LOCAL_AGENT": "false"}) as target, \
             tempfile.TemporaryDirectory(prefix="hostatlas-agent-bench-") as workdir:
@@ -47,7 +50,7 @@ def main() -> None:
 
         config = Path(workdir) / "agent.toml"
         config.write_text(f'url = "{target.base_url}"\nstate_dir = "{Path(workdir) / "state"}"\n')
-        agent_cmd = [sys.executable, "-m", "hostatlas_agent", "--config", str(config)]
+        agent_cmd = [args.agent_python, "-m", "hostatlas_agent", "--config", str(config)]
         subprocess.run([*agent_cmd, "enrol", "--url", target.base_url, "--key", target.api_key], check=True,
                        capture_output=True, env={**os.environ, "HOSTATLAS_AGENT_LOG_LEVEL": "WARNING"})
         log = open(Path(workdir) / "agent.log", "w")  # noqa: SIM115 - closed below
