@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -20,10 +22,15 @@ from cryptography.x509.oid import NameOID
 
 from hostatlas_agent.config import AgentConfig
 from hostatlas_agent.discovery import take_snapshot
-from hostatlas_agent.discovery.certificates import read_certificate
+from hostatlas_agent.discovery.certificates import CertificateFacts, CertificateParser
 from hostatlas_agent.discovery.served import ServedCertificateProbe
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def read_certificate(path: str) -> CertificateFacts | None:
+    """One file through the parser the agent uses (a child process does the parsing)."""
+    return CertificateParser().files([path]).get(path)
 
 
 def make_certificate(directory: Path, stem: str, names: list[str], not_after: datetime,
@@ -227,3 +234,31 @@ def test_without_a_server_or_without_probing_the_disk_certificate_gives_the_expi
         assert app["ssl_expiry"] == not_after.date().isoformat()
         assert app["certificate"] is not None
         assert probe.handshakes == (1 if served_certificates else 0)
+
+
+def test_the_parser_reads_a_file_once_until_it_changes(tmp_path: Path) -> None:
+    chain, key, _ = make_certificate(tmp_path, "site", ["site.example.test"], NOW + timedelta(days=30))
+    parser = CertificateParser()
+    first = parser.files([str(chain), str(key)])
+    assert list(first) == [str(chain)] and parser.runs == 1  # the key never reaches the child
+    assert parser.files([str(chain), str(key)]) == first and parser.runs == 1  # unchanged: not parsed again
+    make_certificate(tmp_path, "site", ["site.example.test", "new.example.test"], NOW + timedelta(days=90))
+    renewed = parser.files([str(chain)])
+    assert parser.runs == 2 and renewed[str(chain)].domains == ["new.example.test", "site.example.test"]
+
+
+def test_the_agent_process_never_loads_cryptography(tmp_path: Path) -> None:
+    """cryptography is a third of the agent's memory budget: only the short-lived parser child imports it."""
+    chain, _, _ = make_certificate(tmp_path, "site", ["site.example.test"], NOW + timedelta(days=30))
+    probe = ("import sys; from hostatlas_agent.discovery.certificates import CertificateParser; "
+             f"found = CertificateParser().files([{str(chain)!r}]); assert found, found; "
+             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_parser_that_cannot_run_leaves_certificates_out(tmp_path: Path) -> None:
+    chain, _, _ = make_certificate(tmp_path, "site", ["site.example.test"], NOW + timedelta(days=30))
+    broken = CertificateParser(command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert broken.files([str(chain)]) == {}

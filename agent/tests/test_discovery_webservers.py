@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hostatlas_agent.discovery.apache import read_apache
-from hostatlas_agent.discovery.certificates import CertificateFacts
+from hostatlas_agent.discovery.certificates import CertificateFacts, CertificateParser
 from hostatlas_agent.discovery.domains import build_domains
 from hostatlas_agent.discovery.nginx import parse, read_nginx, tokenize
 
@@ -84,7 +84,8 @@ def test_nginx_domains_keep_wildcards_and_prefer_the_https_vhost(tmp_path: Path)
     facts = CertificateFacts(subject="CN=app.example.test", issuer="CN=app.example.test",
                              domains=["app.example.test"], not_after="2031-02-03T04:05:06Z",
                              fingerprint_sha256="ab" * 32)
-    domains = build_domains(config.vhosts, {f"{tmp_path}/certs/app.pem": facts}, probe=None)
+    domains = build_domains(config.vhosts, {f"{tmp_path}/certs/app.pem": facts}, probe=None,
+                            parser=CertificateParser())
     assert [d["name"] for d in domains] == [
         "*.dotted.example.test", "*.wild.example.test", "app.example.test", "dotted.example.test",
         "other.example.test", "plain.example.test", "www.example.test"]
@@ -168,7 +169,7 @@ def test_apache_vhosts_are_read_through_includes_and_variables(tmp_path: Path) -
     assert api.log_paths == []  # an undefined variable leaves no usable path
     assert sorted(config.log_paths) == sorted([
         "/var/log/apache2/error.log", f"{tmp_path}/site-logs/shop_access.log", f"{tmp_path}/site-logs/shop ssl.log"])
-    domains = build_domains(config.vhosts, {}, probe=None)
+    domains = build_domains(config.vhosts, {}, probe=None, parser=CertificateParser())
     assert [(d["name"], d["source"]) for d in domains] == [
         ("api.example.test", "apache"), ("old.shop.example.test", "apache"), ("shop.example.test", "apache"),
         ("www.shop.example.test", "apache")]

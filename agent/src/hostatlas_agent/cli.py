@@ -74,7 +74,7 @@ def _enrol(config: AgentConfig, args: argparse.Namespace) -> int:
         print(f"hostatlas-agent: cannot use the state directory {state.path}: {exc}", file=sys.stderr)
         return 1
     facts = host.facts(state.path)
-    platform = Platform(args.url, None, timeout=config.request_timeout)
+    platform = Platform(args.url, None, timeout=config.request_timeout, ca_file=config.ca_file)
     try:
         answer = platform.register(args.key, facts)
     finally:

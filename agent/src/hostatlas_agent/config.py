@@ -72,6 +72,7 @@ class AgentConfig:
     spool_max_bytes: int = 64 * 1024 * 1024
     spool_max_age: float = 6 * 86400  # the platform refuses telemetry older than 7 days
     request_timeout: float = 10
+    ca_file: str | None = None  # a CA bundle to verify the platform with, instead of the host's trust store
     retry_max_backoff: float = 60  # the longest wait between tries while the platform is away
     log_level: str = "INFO"
     # What the file or a variable set on this host: the platform's config never overrides those.

@@ -53,9 +53,11 @@ class Runner:
         self.state.ensure()
         self.url = config.url or credentials.url
         self.status = Status()
-        self.platform = Platform(self.url, credentials.agent_token, timeout=config.request_timeout)
+        self.platform = Platform(self.url, credentials.agent_token, timeout=config.request_timeout,
+                                 ca_file=config.ca_file)
         self.spool = Spool(self.state.spool_path, max_bytes=config.spool_max_bytes, max_age=config.spool_max_age)
-        self.sender = Sender(Platform(self.url, credentials.agent_token, timeout=config.request_timeout),
+        self.sender = Sender(Platform(self.url, credentials.agent_token, timeout=config.request_timeout,
+                                      ca_file=config.ca_file),
                              self.spool, self.status, max_backoff=config.retry_max_backoff)
         self.metrics = MetricsCollector()
         self.tailer = LogTailer(self.state.offsets_path, config.log_batch_lines, config.log_batch_bytes)

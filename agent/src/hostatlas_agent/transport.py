@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import ssl
+import threading
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -104,15 +106,30 @@ def _error_text(body: Any) -> str:
     return ""
 
 
+_TLS: dict[str | None, ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """One verifying context per CA file for the whole agent: the host's own trust store by default (so a
+    platform behind an internal CA the host already trusts just works), or ``ca_file``. Shared, because each
+    context holds its own copy of every CA certificate in memory."""
+    with _TLS_LOCK:
+        if ca_file not in _TLS:
+            _TLS[ca_file] = ssl.create_default_context(cafile=ca_file)
+        return _TLS[ca_file]
+
+
 class Platform:
     """One HTTP client for the agent's whole life (keep-alive), with the agent token on every call."""
 
-    def __init__(self, url: str, token: str | None, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, token: str | None, *, timeout: float = 10.0, ca_file: str | None = None) -> None:
         self.url = base_url(url)
         headers = {"User-Agent": f"hostatlas-agent/{__version__}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                    verify=tls_context(ca_file))
 
     def close(self) -> None:
         self._client.close()

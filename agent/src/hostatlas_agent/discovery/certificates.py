@@ -1,19 +1,23 @@
-"""Certificates on disk (PEM or DER; the first certificate of a chain file is the leaf) and their facts."""
+"""Certificates on disk (PEM or DER; the first certificate of a chain file is the leaf) and their facts.
+
+The agent itself never parses one: ``CertificateParser`` remembers what it has parsed (a file by its size,
+mtime and inode; a served certificate by the SHA-256 of its DER) and hands only what is new to a child process
+(certparse.py says why), all of a snapshot's new certificates in one go."""
 
 from __future__ import annotations
 
+import base64
 import glob
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterable
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from .once import warn_once
 
@@ -21,8 +25,8 @@ log = logging.getLogger("hostatlas_agent.discovery.certificates")
 
 MAX_CERTIFICATES = 2000
 MAX_FILE_BYTES = 1024 * 1024
+PARSE_TIMEOUT_S = 30.0
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
-_PEM_END = b"-----END CERTIFICATE-----"
 
 
 @dataclass(frozen=True)
@@ -37,51 +41,89 @@ class CertificateFacts:
     def expiry_date(self) -> str:
         return self.not_after[:10]
 
-
-def facts_of(certificate: x509.Certificate) -> CertificateFacts:
-    return CertificateFacts(
-        subject=certificate.subject.rfc4514_string(),
-        issuer=certificate.issuer.rfc4514_string(),
-        domains=_domains(certificate),
-        not_after=_iso(_not_after(certificate)),
-        fingerprint_sha256=hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest(),
-    )
+    @classmethod
+    def from_json(cls, raw: Any) -> CertificateFacts | None:
+        if not isinstance(raw, dict):
+            return None
+        return cls(subject=str(raw["subject"]), issuer=str(raw["issuer"]), domains=[str(d) for d in raw["domains"]],
+                   not_after=str(raw["not_after"]), fingerprint_sha256=str(raw["fingerprint_sha256"]))
 
 
-def facts_of_der(der: bytes) -> CertificateFacts | None:
+def _file_identity(path: str) -> tuple[int, int, int, int] | None:
     try:
-        return facts_of(x509.load_der_x509_certificate(der))
-    except ValueError as exc:
-        log.debug("unparseable certificate: %s", exc)
+        stat = os.stat(path)
+    except OSError:
         return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def read_certificate(path: str) -> CertificateFacts | None:
-    """The leaf certificate of the file at ``path``; None for keys, other files, unreadable or large ones."""
+def _may_hold_a_certificate(path: str) -> bool:
+    """Cheap: a PEM certificate block or a DER sequence, not too large. Keys and text never reach the parser."""
     try:
         if os.path.getsize(path) > MAX_FILE_BYTES:
-            log.debug("skipping %s: larger than %d bytes", path, MAX_FILE_BYTES)
-            return None
+            return False
         with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = handle.read(MAX_FILE_BYTES)
     except OSError as exc:
         log.debug("cannot read %s: %s", path, exc)
-        return None
-    start = data.find(_PEM_BEGIN)
-    try:
-        if start >= 0:
-            end = data.find(_PEM_END, start)
-            if end < 0:
-                return None
-            certificate = x509.load_pem_x509_certificate(data[start:end + len(_PEM_END)])
-        elif data[:1] == b"\x30":  # a DER SEQUENCE; anything else (a PEM key, text) is not a certificate
-            certificate = x509.load_der_x509_certificate(data)
-        else:
-            return None
-        return facts_of(certificate)
-    except ValueError as exc:
-        log.debug("%s is not a certificate: %s", path, exc)
-        return None
+        return False
+    return _PEM_BEGIN in data or data[:1] == b"\x30"
+
+
+class CertificateParser:
+    def __init__(self, command: Sequence[str] | None = None) -> None:
+        self._command = list(command or [sys.executable, "-m", "hostatlas_agent.discovery.certparse"])
+        self._files: dict[str, tuple[tuple[int, int, int, int], CertificateFacts | None]] = {}
+        self._der: dict[str, CertificateFacts | None] = {}
+        self._lock = threading.Lock()
+        self.runs = 0  # child processes started, for tests and for status
+
+    def files(self, paths: Iterable[str]) -> dict[str, CertificateFacts]:
+        """The certificate in each file that holds one; files unchanged since the last call are not read again."""
+        wanted = {path: _file_identity(path) for path in paths}
+        with self._lock:
+            new = [path for path, identity in wanted.items() if identity is not None
+                   and (path not in self._files or self._files[path][0] != identity)]
+            to_parse = [path for path in new if _may_hold_a_certificate(path)]
+            for path in set(new) - set(to_parse):
+                self._files[path] = (wanted[path], None)  # type: ignore[assignment]
+            if to_parse:
+                parsed = self._parse(files=to_parse).get("files", {})
+                for path in to_parse:
+                    self._files[path] = (wanted[path], CertificateFacts.from_json(parsed.get(path)))  # type: ignore[assignment]
+            for path in list(self._files):
+                if path not in wanted:
+                    del self._files[path]
+            return {path: facts for path, (_, facts) in self._files.items() if facts is not None and path in wanted}
+
+    def ders(self, ders: Sequence[bytes]) -> list[CertificateFacts | None]:
+        """Facts of DER-encoded certificates (what TLS servers sent), in order."""
+        keys = [hashlib.sha256(der).hexdigest() for der in ders]
+        with self._lock:
+            new = {key: der for key, der in zip(keys, ders) if key not in self._der}
+            if new:
+                parsed = self._parse(der=list(new.values())).get("der", [])
+                for index, key in enumerate(new):
+                    self._der[key] = CertificateFacts.from_json(parsed[index] if index < len(parsed) else None)
+            return [self._der.get(key) for key in keys]
+
+    def forget_served(self, keep: Iterable[bytes]) -> None:
+        """Drop the served certificates no longer seen, so the cache stays the size of what is served."""
+        keep_keys = {hashlib.sha256(der).hexdigest() for der in keep}
+        with self._lock:
+            self._der = {k: v for k, v in self._der.items() if k in keep_keys}
+
+    def _parse(self, files: Sequence[str] = (), der: Sequence[bytes] = ()) -> dict[str, Any]:
+        request = {"files": list(files), "der": [base64.b64encode(item).decode("ascii") for item in der]}
+        self.runs += 1
+        try:
+            done = subprocess.run(self._command, input=json.dumps(request), capture_output=True, text=True,
+                                  timeout=PARSE_TIMEOUT_S, check=True)
+            answer = json.loads(done.stdout)
+            return answer if isinstance(answer, dict) else {}
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            warn_once(log, "cannot parse certificates (%s); they are left out of this snapshot", exc)
+            return {}
 
 
 def certificate_payload(path: str, facts: CertificateFacts) -> dict[str, Any]:
@@ -103,35 +145,3 @@ def expand_paths(patterns: Iterable[str], extra: Iterable[str] = ()) -> list[str
     if len(ordered) > MAX_CERTIFICATES:
         warn_once(log, "more than %d certificate files found; reading the first ones", MAX_CERTIFICATES)
     return ordered[:MAX_CERTIFICATES]
-
-
-def read_certificates(paths: Iterable[str]) -> dict[str, CertificateFacts]:
-    found: dict[str, CertificateFacts] = {}
-    for path in paths:
-        facts = read_certificate(path)
-        if facts is not None:
-            found[path] = facts
-    return found
-
-
-def _domains(certificate: x509.Certificate) -> list[str]:
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [str(name) for name in san.get_values_for_type(x509.DNSName)]
-    except (x509.ExtensionNotFound, ValueError):
-        names = []
-    if not names:
-        names = [str(attr.value) for attr in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return sorted(dict.fromkeys(name.lower() for name in names))
-
-
-def _not_after(certificate: x509.Certificate) -> datetime:
-    # not_valid_after_utc appeared in cryptography 42; hosts may carry an older one.
-    value = getattr(certificate, "not_valid_after_utc", None)
-    if isinstance(value, datetime):
-        return value
-    return certificate.not_valid_after.replace(tzinfo=timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .certificates import CertificateFacts
+from .certificates import CertificateFacts, CertificateParser
 from .model import VirtualHost
 from .once import warn_once
 from .served import ServedCertificateProbe
@@ -34,9 +34,9 @@ def domain_names(vhost: VirtualHost) -> Iterator[str]:
 
 
 def build_domains(vhosts: Sequence[VirtualHost], disk: Mapping[str, CertificateFacts],
-                  probe: ServedCertificateProbe | None) -> list[dict[str, Any]]:
+                  probe: ServedCertificateProbe | None, parser: CertificateParser) -> list[dict[str, Any]]:
     """One item per name, sorted; a name served over HTTPS by one vhost and plain HTTP by another is the HTTPS
-    one. ``probe`` None skips the handshakes."""
+    one. ``probe`` None skips the handshakes; what they bring back is parsed in one go."""
     chosen: dict[str, VirtualHost] = {}
     for vhost in vhosts:
         for name in domain_names(vhost):
@@ -46,16 +46,24 @@ def build_domains(vhosts: Sequence[VirtualHost], disk: Mapping[str, CertificateF
     names = sorted(chosen)
     if len(names) > MAX_DOMAINS:
         warn_once(log, "more than %d domains found; reporting the first ones", MAX_DOMAINS)
-    return [_domain(name, chosen[name], disk, probe) for name in names[:MAX_DOMAINS]]
+    names = names[:MAX_DOMAINS]
+    served_der: dict[str, bytes] = {}
+    for name in names:
+        vhost = chosen[name]
+        if probe is not None and vhost.is_https and "*" not in name:
+            address, port = min(vhost.ssl_endpoints, key=lambda e: (e[1] != 443, e[1], e[0]))
+            der = probe.served(address, port, name)
+            if der:
+                served_der[name] = der
+    parsed = parser.ders(list(served_der.values())) if served_der else []
+    parser.forget_served(served_der.values())
+    served = {name: facts for name, facts in zip(served_der, parsed) if facts is not None}
+    return [_domain(name, chosen[name], disk, served.get(name)) for name in names]
 
 
 def _domain(name: str, vhost: VirtualHost, disk: Mapping[str, CertificateFacts],
-            probe: ServedCertificateProbe | None) -> dict[str, Any]:
+            served: CertificateFacts | None) -> dict[str, Any]:
     on_disk = disk.get(vhost.certificate_path) if vhost.is_https and vhost.certificate_path else None
-    served: CertificateFacts | None = None
-    if probe is not None and vhost.is_https and "*" not in name:
-        address, port = min(vhost.ssl_endpoints, key=lambda e: (e[1] != 443, e[1], e[0]))
-        served = probe.served(address, port, name)
     expiry = served or on_disk
     return {
         "name": name,

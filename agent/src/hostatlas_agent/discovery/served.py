@@ -10,8 +10,6 @@ import threading
 import time
 from typing import Callable
 
-from .certificates import CertificateFacts, facts_of_der
-
 log = logging.getLogger("hostatlas_agent.discovery.served")
 
 TIMEOUT_S = 3.0
@@ -30,7 +28,7 @@ class ServedCertificateProbe:
         self._ttl = ttl
         self._timeout = timeout
         self._clock = clock
-        self._cache: dict[_Key, tuple[float, CertificateFacts | None]] = {}
+        self._cache: dict[_Key, tuple[float, bytes | None]] = {}
         self._lock = threading.Lock()
         self._budget = MAX_HANDSHAKES
         self.handshakes = 0
@@ -42,7 +40,8 @@ class ServedCertificateProbe:
             self._budget = MAX_HANDSHAKES
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self._ttl}
 
-    def served(self, address: str, port: int, server_name: str) -> CertificateFacts | None:
+    def served(self, address: str, port: int, server_name: str) -> bytes | None:
+        """The DER certificate served for ``server_name`` (CertificateParser.ders reads it); None if none."""
         key = (address, port, server_name)
         now = self._clock()
         with self._lock:
@@ -52,12 +51,12 @@ class ServedCertificateProbe:
             if self._budget <= 0:
                 return None
             self._budget -= 1
-        facts = self._handshake(address, port, server_name)
+        der = self._handshake(address, port, server_name)
         with self._lock:
-            self._cache[key] = (now, facts)
-        return facts
+            self._cache[key] = (now, der)
+        return der
 
-    def _handshake(self, address: str, port: int, server_name: str) -> CertificateFacts | None:
+    def _handshake(self, address: str, port: int, server_name: str) -> bytes | None:
         self.handshakes += 1
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -69,4 +68,4 @@ class ServedCertificateProbe:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; ValueError: a name SNI refuses
             log.debug("TLS handshake with %s:%d for %s failed: %s", address, port, server_name, exc)
             return None
-        return facts_of_der(der) if der else None
+        return der or None

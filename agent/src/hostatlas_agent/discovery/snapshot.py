@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 
 from ..config import AgentConfig
 from .apache import read_apache
-from .certificates import CertificateFacts, certificate_payload, expand_paths, read_certificates
+from .certificates import CertificateFacts, CertificateParser, certificate_payload, expand_paths
 from .docker import list_containers
 from .domains import build_domains
 from .model import FoundService
@@ -27,6 +27,7 @@ T = TypeVar("T")
 # Shared across snapshots: versions are asked once per binary, served certificates once per 10 minutes.
 _VERSIONS = VersionProbe()
 _SERVED = ServedCertificateProbe()
+_PARSER = CertificateParser()  # shared across snapshots: a certificate is parsed once
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Snapshot:
 
 
 def take_snapshot(config: AgentConfig, versions: VersionProbe | None = None,
-                  served: ServedCertificateProbe | None = None) -> Snapshot:
+                  served: ServedCertificateProbe | None = None, parser: CertificateParser | None = None) -> Snapshot:
     """Never raises: a part that fails is left out of the payload, so the platform keeps what it had for it."""
     features = config.features
     discovery = features.get("discovery", True)
@@ -57,7 +58,7 @@ def take_snapshot(config: AgentConfig, versions: VersionProbe | None = None,
     vhosts = nginx.vhosts + apache.vhosts
     vhost_certificates = sorted({v.certificate_path for v in vhosts if v.certificate_path})
     disk: dict[str, CertificateFacts] = _guard(
-        "certificates", lambda: read_certificates(
+        "certificates", lambda: (parser or _PARSER).files(
             expand_paths(config.certificate_paths if want_certificates else [], vhost_certificates)), {})
 
     if discovery:
@@ -70,7 +71,7 @@ def take_snapshot(config: AgentConfig, versions: VersionProbe | None = None,
         probe = (served or _SERVED) if config.served_certificates else None
         if probe is not None:
             probe.start_snapshot()
-        domains = _guard("domains", lambda: build_domains(vhosts, disk, probe), None)
+        domains = _guard("domains", lambda: build_domains(vhosts, disk, probe, parser or _PARSER), None)
         if domains is not None:
             payload["domains"] = domains
     if want_certificates:
