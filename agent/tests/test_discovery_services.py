@@ -253,3 +253,18 @@ def test_stopped_and_failed_units_are_reported_by_their_state() -> None:
     assert (services["billing"].status, services["billing"].unit, services["billing"].pid) == (
         "running", "billing.service", None)
     assert (services["reports"].status, services["reports"].unit) == ("stopped", "reports.service")
+
+
+def test_the_platforms_own_output_is_not_tailed(tmp_path: Path) -> None:
+    """`hostatlas serve > serve.log` logs a line per agent request: tailing it would echo every batch forever."""
+    log = tmp_path / "serve.log"
+    code = f"import time; f = open({str(log)!r}, 'a'); print('ready', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code, "hostatlas", "serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        platform = service_with_pid(take_snapshot(make_config()).services, proc.pid)
+        assert platform.name == "hostatlas"
+        assert str(log) not in platform.log_paths
+    finally:
+        proc.kill()
+        proc.wait()

@@ -80,6 +80,11 @@ def discover_services(
     return services[:MAX_SERVICES]
 
 
+# The platform's own output holds an access-log line per agent request: tailing it (`hostatlas serve > x.log`,
+# with the local agent) would send each batch's own echo back, a line every log poll, forever.
+NO_OPEN_LOGS = frozenset({"hostatlas"})
+
+
 def _running(name: str, pids: set[int], table: ProcessTable, ports: Mapping[int, set[int]], matched: set[int],
              claimed: set[int]) -> FoundService:
     """A running service from its processes: the master's pid, the ports of all of them and of the master's
@@ -92,7 +97,8 @@ def _running(name: str, pids: set[int], table: ProcessTable, ports: Mapping[int,
     service = FoundService(name=name, status="running", pid=main)
     for pid in members:
         service.ports.extend(ports.get(pid, ()))
-    service.log_paths.extend(open_log_files(main))
+    if name not in NO_OPEN_LOGS:
+        service.log_paths.extend(open_log_files(main))
     return service
 
 
