@@ -66,7 +66,7 @@ def test_an_unavailable_platform_keeps_the_batch_and_honours_retry_after(tmp_pat
     assert (sender.send_one() or 0) > 0
     stub.script = None
     _drain(sender)
-    assert [b["entries"] for b in stub.bodies("logs")] == [[1], [2]]
+    assert [n for b in stub.bodies("logs") for n in b["entries"]] == [1, 2]
 
 
 def test_no_answer_at_all_is_retried_not_dropped(tmp_path: Path) -> None:
@@ -162,3 +162,35 @@ def test_base_url_accepts_what_people_type() -> None:
     assert base_url("https://h.example.com/") == "https://h.example.com"
     assert base_url("https://h.example.com/api/v1") == "https://h.example.com"
     assert base_url(" http://127.0.0.1:8000/api/v1/agent ") == "http://127.0.0.1:8000"
+
+
+def test_a_backlog_leaves_in_few_merged_requests_in_order(tmp_path: Path, stub: PlatformStub) -> None:
+    spool = _spool(tmp_path)
+    for n in range(100):
+        spool.append("logs", encode({"entries": [{"ts": n, "source": "/x", "line": f"line {n}"}]}))
+    spool.append("metrics", encode({"series": [{"metric": "cpu.percent", "labels": {}, "points": [[1, 2.0]]}]}))
+    spool.append("logs", encode({"entries": [{"ts": 100, "source": "/x", "line": "line 100"}]}))
+    _drain(Sender(Platform(stub.url, "agt_x"), spool, Status()))
+    requests = [path.rsplit("/", 1)[-1] for path, _ in stub.received]
+    assert requests == ["logs", "logs", "metrics", "logs"]  # 64 batches at most per request, never across kinds
+    lines = [e["line"] for b in stub.bodies("logs") for e in b["entries"]]
+    assert lines == [f"line {n}" for n in range(101)]
+    assert spool.stats()["batches"] == 0
+
+
+def test_a_refused_merged_request_is_retried_one_by_one_to_set_aside_only_the_bad_batch(
+        tmp_path: Path, stub: PlatformStub) -> None:
+    spool = _spool(tmp_path)
+    for n in range(5):
+        spool.append("logs", encode({"entries": [{"ts": n, "source": "/x", "line": "BAD" if n == 2 else str(n)}]}))
+
+    def refuse_bad(path: str, body: Any) -> Any:
+        if any(e["line"] == "BAD" for e in body["entries"]):
+            return 422, {}, {"error": {"code": "validation_failed", "message": "bad entry"}}
+        return 200, {}, {"accepted": len(body["entries"])}
+
+    stub.script = refuse_bad
+    _drain(Sender(Platform(stub.url, "agt_x"), spool, Status()))
+    assert [e["line"] for b in stub.bodies("logs") for e in b["entries"]] == ["0", "1", "3", "4"]
+    [(name, reason)] = spool.rejected()
+    assert "422" in reason

@@ -7,6 +7,7 @@ the next one goes; a 401 pauses sending (nothing is dropped) until the token wor
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -14,12 +15,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hostatlas_agent.spool import Spool
-from hostatlas_agent.transport import Answer, Outcome, Platform
+import zstandard
+
+from hostatlas_agent.spool import Spool, SpoolItem
+from hostatlas_agent.transport import Answer, Outcome, Platform, encode
 
 log = logging.getLogger("hostatlas_agent.outbox")
 
 UNAUTHORIZED_PAUSE = 60.0
+# A backlog (after an outage) leaves as few, larger requests: consecutive batches of one endpoint are merged,
+# within the platform's per-request limits (20,000 points, 10,000 entries, 1 MiB compressed) with room to
+# spare. Draining a day of 2-second log batches one request each would take the platform's per-agent rate
+# limit (600 requests a minute) over an hour.
+MERGEABLE = {"logs": ("entries", 5000), "metrics": ("series", 10000)}  # this agent sends one point a series
+MERGE_MAX_ITEMS = 64
+MERGE_MAX_BYTES = 256 * 1024  # compressed, as spooled
 
 
 class Status:
@@ -60,6 +70,7 @@ class Sender(threading.Thread):
         self._wake = threading.Event()
         self._halt = threading.Event()  # not _stop: threading.Thread has one
         self._backoff = 0.0
+        self._solo = 0  # after a merged request was refused: send this many one by one, to find the bad one
         self.waiting_until = 0.0  # monotonic; > now while the platform is being given time
 
     def wake(self) -> None:
@@ -82,23 +93,33 @@ class Sender(threading.Thread):
             self._wake.clear()
 
     def send_one(self) -> float | None:
-        """Try the oldest batch. Returns None to go on at once, or how long to wait before trying again."""
+        """Try the oldest batch (merged with the ones behind it when there is a backlog). Returns None to go on
+        at once, or how long to wait before trying again."""
         item = self.spool.oldest()
         if item is None:
             return 5.0  # woken early by the next append
-        try:
-            body = item.read()
-        except OSError as exc:
-            self.spool.set_aside(item, f"unreadable spool file: {exc}")
-            return None
+        items, body = self._merged(item) if self._solo == 0 else ([item], None)
+        if body is None:
+            items = [item]
+            try:
+                body = item.read()
+            except OSError as exc:
+                self.spool.set_aside(item, f"unreadable spool file: {exc}")
+                return None
         answer = self.platform.post(item.endpoint, body, already_compressed="zstd")
         if answer.outcome is Outcome.DELIVERED:
-            self.spool.remove(item)
+            for sent in items:
+                self.spool.remove(sent)
             self.status.succeeded(item.endpoint)
             self._backoff = 0.0
+            self._solo = max(0, self._solo - 1)
             return None
         self.status.failed(item.endpoint, answer)
         if answer.outcome is Outcome.REJECTED:
+            if len(items) > 1:  # one of them is bad: find it by sending them one at a time
+                self._solo = len(items)
+                return None
+            self._solo = max(0, self._solo - 1)
             self.spool.set_aside(item, f"HTTP {answer.status}: {answer.detail}")
             return None
         if answer.outcome is Outcome.UNAUTHORIZED:
@@ -112,3 +133,34 @@ class Sender(threading.Thread):
                  answer.status or "no answer", answer.detail[:200], self.spool.stats()["batches"], delay)
         self.waiting_until = time.monotonic() + delay
         return delay
+
+    def _merged(self, first: SpoolItem) -> tuple[list[SpoolItem], bytes | None]:
+        """The oldest batch and the consecutive ones of its endpoint behind it, as one body; (items, None)
+        when there is nothing to merge (or a file cannot be read: the one-by-one path deals with it)."""
+        if first.endpoint not in MERGEABLE:
+            return [first], None
+        key, most = MERGEABLE[first.endpoint]
+        run: list[SpoolItem] = []
+        size = 0
+        for item in self.spool.head(MERGE_MAX_ITEMS):
+            if item.endpoint != first.endpoint or (run and size + item.size > MERGE_MAX_BYTES):
+                break
+            run.append(item)
+            size += item.size
+        if len(run) < 2:
+            return [first], None
+        merged: list[object] = []
+        taken: list[SpoolItem] = []
+        inflate = zstandard.ZstdDecompressor()
+        for item in run:
+            try:
+                part = json.loads(inflate.decompress(item.read(), max_output_size=64 << 20))[key]
+            except (OSError, ValueError, KeyError, TypeError, zstandard.ZstdError):
+                break  # sent alone next, and set aside if it is bad
+            if not isinstance(part, list) or (taken and len(merged) + len(part) > most):
+                break
+            merged.extend(part)
+            taken.append(item)
+        if len(taken) < 2:
+            return [first], None
+        return taken, zstandard.ZstdCompressor(level=3).compress(encode({key: merged}))

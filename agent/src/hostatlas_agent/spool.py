@@ -108,6 +108,12 @@ class Spool:
             self._enforce_bounds()
             return self._items[0] if self._items else None
 
+    def head(self, limit: int) -> list[SpoolItem]:
+        """The ``limit`` oldest batches, oldest first."""
+        with self._lock:
+            self._enforce_bounds()
+            return [self._items[i] for i in range(min(limit, len(self._items)))]
+
     def remove(self, item: SpoolItem) -> None:
         with self._lock:
             self._forget(item)
