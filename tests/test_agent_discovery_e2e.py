@@ -177,6 +177,9 @@ def test_discovery_end_to_end(platform: tuple[str, str], tmp_path: Path, docker_
             assert shop["reload_needed"] is True
             assert shop["served_certificate"]["fingerprint_sha256"] != shop["certificate"]["fingerprint_sha256"]
             assert domains["blog.test.example"]["ssl_expiry"] is None
+            detail = {d["name"]: d for d in agent.api(f"/api/v1/servers/{sid}")["domains"]}
+            assert detail["shop.test.example"]["reload_needed"] is True  # the server's detail flags it too
+            assert detail["blog.test.example"]["reload_needed"] is False
             certificates = agent.eventually(
                 lambda: agent.api("/api/v1/certificates", server_id=sid)["data"], "the certificate on disk")
             [renewed] = [c for c in certificates if c["path"] == str(disk_cert)]

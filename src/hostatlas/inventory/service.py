@@ -49,7 +49,7 @@ def find_discovered(session: Session, server: Server) -> Discovered:
     return Discovered(
         services=[ServiceBrief(name=s.name, version=s.version, status=s.status, unit=s.unit, pid=s.pid,
                                ports=list(s.ports or [])) for s in _on(session, Service, server, Service.name)],
-        domains=[DomainBrief(name=d.name, ssl_expiry=d.ssl_expiry, source=d.source)
+        domains=[DomainBrief(name=d.name, ssl_expiry=d.ssl_expiry, source=d.source, reload_needed=d.reload_needed)
                  for d in _on(session, Domain, server, Domain.name)],
         containers=[ContainerBrief(id=c.container_id, name=c.name, image=c.image, status=c.status)
                     for c in _on(session, Container, server, Container.name)],

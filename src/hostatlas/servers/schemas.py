@@ -57,6 +57,8 @@ class DomainBrief(BaseModel):
     name: str
     ssl_expiry: date | None
     source: str | None = None
+    reload_needed: bool = Field(False, description="Its web server still serves an older certificate than the one "
+                                                   "on disk: renewed but not reloaded")
 
 
 class ContainerBrief(BaseModel):
