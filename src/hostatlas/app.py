@@ -105,7 +105,7 @@ async def _flush_periodically(app_runtime: Runtime) -> None:
             log.exception("flush_failed")
 
 
-def _lifespan(app_runtime: Runtime, worker: Worker, run_worker: bool) -> Lifespan:
+def _lifespan(app_runtime: Runtime, worker: Worker, run_worker: bool, freeze_heap: bool) -> Lifespan:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -120,9 +120,11 @@ def _lifespan(app_runtime: Runtime, worker: Worker, run_worker: bool) -> Lifespa
         # (a 150-250 ms stall of every request at the start of load).
         app.openapi()
         # Everything built so far lives as long as the process: keep the collector from rescanning it, which
-        # otherwise shows up as latency spikes under load.
-        gc.collect()
-        gc.freeze()
+        # otherwise shows up as latency spikes under load. Only in a serving process: anywhere else (tests,
+        # library users building several apps) it would make every app's garbage immortal.
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         flusher = asyncio.create_task(_flush_periodically(app_runtime))
         worker_thread = None
         if run_worker:
@@ -149,8 +151,10 @@ def _lifespan(app_runtime: Runtime, worker: Worker, run_worker: bool) -> Lifespa
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None, run_worker: bool = False,
-               resolver: Resolver = system_resolver) -> FastAPI:
-    """``resolver``: DNS for outbound requests (webhook destinations); tests pass one that answers for them."""
+               resolver: Resolver = system_resolver, serving: bool = False) -> FastAPI:
+    """``resolver``: DNS for outbound requests (webhook destinations); tests pass one that answers for them.
+    ``serving``: this process serves this one app for its whole life (``hostatlas serve``): its start-up heap is
+    frozen out of the garbage collector's sight."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     secretbox.install(secretbox.load(settings))
@@ -170,7 +174,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app = FrontDoorApp(
         title="HostAtlas API", version=__version__, description=API_DESCRIPTION,
         openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None,
-        lifespan=_lifespan(app_runtime, worker, run_worker),
+        lifespan=_lifespan(app_runtime, worker, run_worker, serving),
     )
     app.state.runtime = app_runtime  # read back through hostatlas.http.runtime.of, the one typed accessor
 
@@ -224,15 +228,28 @@ def _known_credentials(app_runtime: Runtime) -> KnownCheck:
     return known
 
 
+# The document depends on the routes alone (no setting reaches it), and building it takes about a second: every
+# app this process builds with the same routes (the test suite builds hundreds) shares one.
+_DOCUMENTS: dict[tuple[tuple[str, tuple[str, ...], str], ...], dict[str, Any]] = {}
+
+
+def _route_table(app: FastAPI) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    return tuple((getattr(route, "path", ""), tuple(sorted(getattr(route, "methods", None) or ())),
+                  getattr(getattr(route, "endpoint", None), "__qualname__", "")) for route in app.routes)
+
+
 def _document_raw_bodies(app: FastAPI) -> None:
     """Add the schemas of the bodies that routes decode themselves to the OpenAPI components."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            # webhook_payloads: the top-level webhooks section, every event's delivery body and headers.
-            # ping_docs: the /heartbeat/ ping URLs, which a pure-ASGI endpoint answers outside FastAPI's routing.
-            app.openapi_schema = ping_docs.document(webhook_payloads.document(with_raw_body_schemas(build())))
+            table = _route_table(app)
+            if table not in _DOCUMENTS:
+                # webhook_payloads: the top-level webhooks section, every event's delivery body and headers.
+                # ping_docs: the /heartbeat/ ping URLs, answered by a pure-ASGI endpoint outside FastAPI's routing.
+                _DOCUMENTS[table] = ping_docs.document(webhook_payloads.document(with_raw_body_schemas(build())))
+            app.openapi_schema = _DOCUMENTS[table]
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -84,7 +84,7 @@ def serve(
             return
         from hostatlas.app import create_app
 
-        uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port,
+        uvicorn.run(create_app(settings, run_worker=worker, serving=True), host=host, port=port,
                     log_level=settings.log_level.lower(), access_log=access_log, **_proxy_trust(settings))
     finally:
         if agent is not None:
@@ -113,7 +113,7 @@ def _app_for_workers() -> object:
     _tune_gc_for_serving()
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return create_app(settings, run_worker=os.environ.get(RUN_WORKER_ENV, "1") == "1")
+    return create_app(settings, run_worker=os.environ.get(RUN_WORKER_ENV, "1") == "1", serving=True)
 
 
 @app.command("worker")
