@@ -262,9 +262,11 @@ def test_the_platforms_own_output_is_not_tailed(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code, "hostatlas", "serve"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        platform = service_with_pid(take_snapshot(make_config()).services, proc.pid)
-        assert platform.name == "hostatlas"
-        assert str(log) not in platform.log_paths
+        services = take_snapshot(make_config()).services
+        # Another `hostatlas serve` (a parallel test's) may be the one reported as the platform: then this
+        # one is claimed by it. Either way no service may carry this process's open log file.
+        assert any(s.name == "hostatlas" for s in services)
+        assert not [s.name for s in services if str(log) in s.log_paths]
     finally:
         proc.kill()
         proc.wait()

@@ -273,6 +273,10 @@ class LogTailer:
         number, snapshot = self._batches, self._snapshot()
         return LogBatch(entries, lambda: self._commit(number, snapshot))
 
+    def followed(self) -> list[str]:
+        """The files being read now (what the patterns matched at the last scan and could be opened)."""
+        return sorted(self._sources)
+
     def close(self) -> None:
         for source in self._sources.values():
             source.close()

@@ -148,6 +148,14 @@ class Runner:
             self._spool("metrics", {"series": series})
 
     def send_logs(self) -> None:
+        followed = self.tailer.followed()
+        try:
+            self._send_log_batches()
+        finally:
+            if self.tailer.followed() != followed:  # status says which files are read, as soon as that changes
+                self.save_status()
+
+    def _send_log_batches(self) -> None:
         # A few bounded batches per poll, so a burst drains without waiting a poll interval per batch.
         for _ in range(4):
             batch = self.tailer.poll(time.time())
@@ -196,7 +204,8 @@ class Runner:
             "server_id": self.credentials.server_id, "started_at": self.started_at, "saved_at": time.time(),
             "config_version": self.config_etag, "metrics_interval": self.config.metrics_interval,
             "checkin_interval": self.config.checkin_interval, "features": self.config.features,
-            "tailed_files": self.tailer_paths(), "discovered": self.last_discovery,
+            "log_patterns": self.tailer_paths(), "tailed_files": self.tailer.followed(),
+            "discovered": self.last_discovery,
             "spool": self.spool.stats(), **self.status.snapshot(),
         })
 
