@@ -26,7 +26,7 @@ from hostatlas.settings import Settings
 from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.worker import Worker
 from tests.alert_rows import paired_store
-from tests.support import Story, bearer, enrol
+from tests.support import Story, bearer, enrol, wait_until
 
 
 @pytest.fixture
@@ -109,7 +109,9 @@ def test_an_offline_server_is_one_incident_with_its_problems_attached(
     # is announced now (the problem outlived the outage).
     assert client.post("/api/v1/agent/check-in", headers=bearer(token), json={}).status_code == 200
     runtime.of(client.app).part(CheckinBuffer).flush(db)
-    assert client.get(f"/api/v1/incidents/{outage['id']}", headers=admin).json()["status"] == "resolved"
+    # The app's own flush loop may have taken the check-in first and be committing it right now.
+    wait_until(lambda: client.get(f"/api/v1/incidents/{outage['id']}", headers=admin).json()["status"] == "resolved",
+               timeout=10, what="the outage resolved by the check-in")
     assert {row["id"] for row in _list(client, admin, server_id)} == open_before | {redis["incident_id"]}
     after = _incident_events(db)[len(before):]
     assert sorted(after) == sorted([("incident.resolved", outage["id"]), ("incident.created", redis["incident_id"])])
