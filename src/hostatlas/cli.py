@@ -25,6 +25,8 @@ from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.settings import Settings, get_settings
 from hostatlas.teams import service as teams
 from hostatlas.teams.models import Plan
+from hostatlas.users import service as users
+from hostatlas.users.models import Role
 
 app = typer.Typer(help="HostAtlas: self-hostable, API-first server monitoring.", no_args_is_help=True)
 team_app = typer.Typer(help="Manage teams.", no_args_is_help=True)
@@ -37,6 +39,8 @@ app.add_typer(apikey_app, name="apikey")
 secrets_app = typer.Typer(help="The platform key that seals secrets at rest.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
 quarantine_app = typer.Typer(help="Inspect, replay or drop the items pipelines set aside.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 app.add_typer(quarantine_app, name="quarantine")
 
 
@@ -162,6 +166,25 @@ def _parse_expiry(value: str | None) -> datetime | None:
     except ValueError:
         raise typer.BadParameter("use ISO-8601, e.g. 2026-06-21 or 2026-06-21T00:00:00Z") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="Sign-in address (one account per address)")],
+    password: Annotated[str, typer.Option(help="12 to 1,024 characters; only its argon2 hash is stored")],
+    team: Annotated[str, typer.Option(help="Team slug")] = "default",
+    role: Annotated[Role, typer.Option(help="owner, admin, member or read-only")] = Role.MEMBER,
+) -> None:
+    """Create a dashboard user with a role in a team (or give an existing user a role in another team)."""
+    db = _migrated_database()
+    try:
+        with db.session(write=True) as session:
+            owner = teams.get_team_by_slug(session, team)
+            user, membership = users.create_user(session, email=email, password=password, team=owner, role=role,
+                                                 now=utcnow())
+            typer.echo(f"user {user.email} (id {user.id}) is {membership.role} in team {owner.slug}")
+    except DomainError as error:
+        raise _fail(error) from None
 
 
 @apikey_app.command("create")

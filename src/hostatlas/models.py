@@ -12,6 +12,7 @@ from hostatlas.inventory.models import Certificate, Container, Domain, Inventory
 from hostatlas.pipelines.models import QuarantinedItem
 from hostatlas.servers.models import AgentToken, Server, ServerTag
 from hostatlas.teams.models import Team
+from hostatlas.users.models import Membership, User
 from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 
 metadata = Base.metadata
@@ -19,5 +20,5 @@ metadata = Base.metadata
 __all__ = ["AgentConfigOverride", "AgentToken", "ApiKey", "Certificate", "Container", "Domain", "Event",
            "AlertRule", "AlertState", "AlertTransition", "CertificateNotice",
            "Heartbeat", "HeartbeatFlip", "HeartbeatPing", "HeartbeatTag", "Incident", "IncidentEntry",
-           "InventoryChange", "QuarantinedItem",
-           "Server", "ServerTag", "Service", "Team", "Webhook", "WebhookAttempt", "WebhookDelivery", "metadata"]
+           "InventoryChange", "Membership", "QuarantinedItem",
+           "Server", "ServerTag", "Service", "Team", "User", "Webhook", "WebhookAttempt", "WebhookDelivery", "metadata"]
