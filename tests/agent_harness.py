@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,8 +145,3 @@ def running_agent(workdir: Path, base: str, key: str, **settings: Any) -> Iterat
     finally:
         agent.stop()
 
-
-def wait_for_exit(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)

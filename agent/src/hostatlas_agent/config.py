@@ -26,8 +26,6 @@ DEFAULT_CONFIG_PATH = Path("/etc/hostatlas/agent.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/hostatlas-agent")
 ENV_PREFIX = "HOSTATLAS_AGENT_"
 FEATURES = ("logs", "discovery", "containers", "certificates", "crash_reports")
-# What GET /agent/config may change; everything else is the host's own business.
-REMOTE_FIELDS = ("metrics_interval", "checkin_interval", "log_paths", "features")
 
 
 class ConfigError(ValueError):

@@ -71,7 +71,6 @@ class Sender(threading.Thread):
         self._halt = threading.Event()  # not _stop: threading.Thread has one
         self._backoff = 0.0
         self._solo = 0  # after a merged request was refused: send this many one by one, to find the bad one
-        self.waiting_until = 0.0  # monotonic; > now while the platform is being given time
 
     def wake(self) -> None:
         self._wake.set()
@@ -131,7 +130,6 @@ class Sender(threading.Thread):
         delay = max(answer.retry_after or 0.0, self._backoff * random.uniform(0.8, 1.0))
         log.info("platform unavailable (%s %s); %d batches spooled, next try in %.1f s",
                  answer.status or "no answer", answer.detail[:200], self.spool.stats()["batches"], delay)
-        self.waiting_until = time.monotonic() + delay
         return delay
 
     def _merged(self, first: SpoolItem) -> tuple[list[SpoolItem], bytes | None]:

@@ -71,7 +71,6 @@ class Runner:
         self._discovery_thread: threading.Thread | None = None
         self._fresh_snapshot: Snapshot | None = None
         self._wake = threading.Event()
-        self._apply_remote(self._load_remote_config())
         # The local, cheap work first: by the time the platform sees the first check-in, the tailer has
         # already taken its place in every file (what is written after that point is sent).
         self.tasks = [
@@ -85,6 +84,7 @@ class Runner:
                  lambda: self.feature("discovery")),
             Task("status", lambda: STATUS_EVERY, self.save_status),
         ]
+        self._apply_remote(self._load_remote_config())
 
     def feature(self, name: str) -> bool:
         return bool(self.config.features.get(name, True))
@@ -241,6 +241,6 @@ class Runner:
         self.config = updated
         self.crash.config = updated
         self._set_log_paths()
-        if changed and hasattr(self, "tasks"):
+        if changed:
             self._reschedule()
         return changed

@@ -93,13 +93,14 @@ class Spool:
 
     def _enforce_bounds(self) -> None:
         cutoff = self._clock() - self.max_age
+        before = self.dropped
         while self._items and (self._bytes > self.max_bytes or self._items[0].created < cutoff):
             oldest = self._items.popleft()
             self._bytes -= oldest.size
             self.dropped += 1
             with contextlib.suppress(OSError):
                 oldest.path.unlink()
-        if self.dropped and self.dropped % 100 == 1:
+        if self.dropped // 100 != before // 100 or (before == 0 and self.dropped):  # the first, then every 100th
             log.warning("spool bound reached: %d batches dropped so far (max %d bytes, %d s)",
                         self.dropped, self.max_bytes, self.max_age)
 

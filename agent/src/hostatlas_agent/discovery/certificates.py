@@ -80,21 +80,17 @@ class CertificateParser:
 
     def files(self, paths: Iterable[str]) -> dict[str, CertificateFacts]:
         """The certificate in each file that holds one; files unchanged since the last call are not read again."""
-        wanted = {path: _file_identity(path) for path in paths}
+        wanted = {path: identity for path in paths if (identity := _file_identity(path)) is not None}
         with self._lock:
-            new = [path for path, identity in wanted.items() if identity is not None
-                   and (path not in self._files or self._files[path][0] != identity)]
+            new = [path for path, identity in wanted.items()
+                   if path not in self._files or self._files[path][0] != identity]
             to_parse = [path for path in new if _may_hold_a_certificate(path)]
-            for path in set(new) - set(to_parse):
-                self._files[path] = (wanted[path], None)  # type: ignore[assignment]
-            if to_parse:
-                parsed = self._parse(files=to_parse).get("files", {})
-                for path in to_parse:
-                    self._files[path] = (wanted[path], CertificateFacts.from_json(parsed.get(path)))  # type: ignore[assignment]
-            for path in list(self._files):
-                if path not in wanted:
-                    del self._files[path]
-            return {path: facts for path, (_, facts) in self._files.items() if facts is not None and path in wanted}
+            parsed = self._parse(files=to_parse).get("files", {}) if to_parse else {}
+            for path in new:
+                self._files[path] = (wanted[path], CertificateFacts.from_json(parsed.get(path)))
+            for path in [p for p in self._files if p not in wanted]:
+                del self._files[path]
+            return {path: facts for path, (_, facts) in self._files.items() if facts is not None}
 
     def ders(self, ders: Sequence[bytes]) -> list[CertificateFacts | None]:
         """Facts of DER-encoded certificates (what TLS servers sent), in order."""
