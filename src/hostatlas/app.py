@@ -28,6 +28,7 @@ from hostatlas.agentconfig.routes import router as agent_config_router
 from hostatlas.alerts.routes import router as alert_rules_router
 from hostatlas.apikeys.routes import router as api_keys_router
 from hostatlas.apikeys.usage import KeyUsageTracker
+from hostatlas.dashboard import site as dashboard
 from hostatlas.db.engine import Database
 from hostatlas.events.routes import router as events_router
 from hostatlas.heartbeats import ping_docs
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                    alert_rules_router):
         app.include_router(router)
     _add_operational_routes(app)
+    dashboard.install(app, app_runtime)  # the web dashboard at /: pages over the same domain services
     request_stats = observability.install(app, _observed(app_runtime), settings)
     # Pings skip every middleware (their share of a ping's cost was about 40%): the endpoint sets the request
     # id and rate-limit headers and counts itself in RequestMetrics' series; see ping_routes.py.

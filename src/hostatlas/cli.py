@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import os
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from hostatlas import localagent, secretbox
@@ -77,6 +79,7 @@ def serve(
     settings = get_settings()
     # Started before the app exists (no threads yet to fork beside) and once, by this process, whatever --workers.
     agent = localagent.start(db, settings, host=host, port=port) if localagent.wanted(local_agent, settings) else None
+    settings = _with_setup_token(db, settings, host=host, port=port)
     db.dispose()
     os.environ[RUN_WORKER_ENV] = "1" if worker else "0"
     _tune_gc_for_serving()
@@ -93,6 +96,21 @@ def serve(
     finally:
         if agent is not None:
             agent.stop()
+
+
+def _with_setup_token(db: Database, settings: Settings, *, host: str, port: int) -> Settings:
+    """While nobody can sign in, the dashboard's first-run page asks for a one-time token: made here (unless
+    HOSTATLAS_SETUP_TOKEN chose one) and printed to this terminal only, as notebook servers do, never logged.
+    Worker processes (--workers) read it from the environment."""
+    with db.session(write=False) as session:
+        if users.any_user(session):
+            return settings
+    token = settings.setup_token.get_secret_value() if settings.setup_token else secrets.token_urlsafe(24)
+    os.environ["HOSTATLAS_SETUP_TOKEN"] = token
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    typer.echo(f"\n  No dashboard user yet. Create the owner account at:\n"
+               f"    http://{shown_host}:{port}/setup?token={token}\n", err=True)
+    return settings.model_copy(update={"setup_token": SecretStr(token)})
 
 
 def _proxy_trust(settings: Settings) -> dict[str, Any]:

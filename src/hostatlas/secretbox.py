@@ -17,6 +17,8 @@ or loaded from ``get_settings()`` on first use.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Sequence
@@ -52,6 +54,12 @@ class Keyring:
         if not fernets:
             raise ValueError("HOSTATLAS_SECRET_KEY (or the key file) holds no key")
         self._fernet = MultiFernet(fernets)
+        self._keys = [key.strip().encode() for key in keys]
+
+    def derived(self, purpose: str) -> list[bytes]:
+        """One key per platform key for ``purpose`` (e.g. signing dashboard cookies), the first from the sealing
+        key: what one purpose signs cannot be replayed for another, and rotating keys keeps older ones valid."""
+        return [hmac.new(key, purpose.encode(), hashlib.sha256).digest() for key in self._keys]
 
     @staticmethod
     def new_key() -> str:

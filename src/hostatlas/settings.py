@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     # `serve` on SQLite also runs an agent for its own host (hostatlas.localagent); false: only --local-agent does.
     local_agent: bool = True
 
+    # The dashboard (hostatlas.dashboard): how long a sign-in lasts, how many failed sign-ins one client or one
+    # address may make, and the one-time token the first-run page asks for while no user exists (`serve` makes
+    # one and prints it when this is unset; set it to choose it, e.g. for several API nodes).
+    session_max_age: int = Field(default=14 * 86_400, ge=300)
+    login_rate_limit: str = "5/minute"
+    setup_token: SecretStr | None = None
+    # How often open dashboard pages refresh their live parts (status, charts), in seconds.
+    dashboard_refresh: float = Field(default=15.0, ge=0.2)
+
     @field_validator("database_url")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -112,7 +121,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r} is not an IP address or network") from None
         return ",".join(entries)
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "setup_token")
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value().strip() else None

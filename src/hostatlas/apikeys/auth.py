@@ -25,11 +25,14 @@ bearer_scheme = HTTPBearer(
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key of one team, with its scopes."""
+    """Who is calling: an API key of one team with its scopes, or a signed-in person of the dashboard with the
+    scopes of their role in the team (``users.service.scopes_of``). ``actor`` names them on timelines:
+    ``api_key:<id>:<name>`` or ``user:<id>:<email>``."""
 
     team_id: int
-    key_id: int
     scopes: tuple[str, ...]
+    actor: str
+    key_id: int | None = None
 
     def can(self, scope: str) -> bool:
         return scope_rules.grants(self.scopes, scope)
@@ -53,7 +56,8 @@ def authenticated(
         raise
     known_keys.note(key.key_hash)
     app_runtime.part(KeyUsageTracker).note(key, at=now, ip=request.client.host if request.client else None)
-    principal = Principal(team_id=key.team_id, key_id=key.id, scopes=tuple(key.scopes))
+    principal = Principal(team_id=key.team_id, key_id=key.id, scopes=tuple(key.scopes),
+                          actor=f"api_key:{key.id}:{key.name}")
     for scope in security_scopes.scopes:
         if not principal.can(scope):
             raise PermissionDenied("missing_scope", f"This API key lacks the scope '{scope}'")

@@ -66,7 +66,7 @@ def list_incidents(principal: Reader, session: DbSession, params: ListParams = D
              description="A `manual` incident, announced with `incident.created`. The key that opened it is on "
                          "the timeline.")
 def create_incident(body: IncidentCreate, principal: Writer, session: DbSession) -> IncidentDetail:
-    incident = service.create_incident(session, team_id=principal.team_id, key_id=principal.key_id,
+    incident = service.create_incident(session, team_id=principal.team_id, actor=principal.actor,
                                        title=body.title, severity=body.severity, server_id=body.server_id,
                                        service=body.service, detected_at=body.detected_at, message=body.message,
                                        now=utcnow())
@@ -87,7 +87,7 @@ def get_incident(incident_id: IdPath, principal: Reader, session: DbSession) -> 
 def acknowledge(incident_id: IdPath, principal: Writer, session: DbSession,
                 body: IncidentAction | None = None) -> IncidentDetail:
     incident = service.acknowledge(session, team_id=principal.team_id, incident_id=incident_id,
-                                   key_id=principal.key_id, message=body.message if body else "", now=utcnow())
+                                   actor=principal.actor, message=body.message if body else "", now=utcnow())
     return detail_of(session, incident)
 
 
@@ -97,7 +97,7 @@ def acknowledge(incident_id: IdPath, principal: Writer, session: DbSession,
                          "persists is reopened by its source's next report.")
 def resolve(incident_id: IdPath, principal: Writer, session: DbSession,
             body: IncidentAction | None = None) -> IncidentDetail:
-    incident = service.resolve(session, team_id=principal.team_id, incident_id=incident_id, key_id=principal.key_id,
+    incident = service.resolve(session, team_id=principal.team_id, incident_id=incident_id, actor=principal.actor,
                                message=body.message if body else "", now=utcnow())
     return detail_of(session, incident)
 
@@ -108,7 +108,7 @@ def resolve(incident_id: IdPath, principal: Writer, session: DbSession,
                          "of the same problem is unresolved.")
 def reopen(incident_id: IdPath, principal: Writer, session: DbSession,
            body: IncidentAction | None = None) -> IncidentDetail:
-    incident = service.reopen(session, team_id=principal.team_id, incident_id=incident_id, key_id=principal.key_id,
+    incident = service.reopen(session, team_id=principal.team_id, incident_id=incident_id, actor=principal.actor,
                               message=body.message if body else "", now=utcnow())
     return detail_of(session, incident)
 
@@ -116,7 +116,7 @@ def reopen(incident_id: IdPath, principal: Writer, session: DbSession,
 @router.post("/{incident_id}/notes", status_code=201, response_model=EntryOut,
              responses=errors(400, 404, 413, 415, 422), summary="Add a note to an incident's timeline")
 def add_note(incident_id: IdPath, body: NoteCreate, principal: Writer, session: DbSession) -> EntryOut:
-    entry = service.add_note(session, team_id=principal.team_id, incident_id=incident_id, key_id=principal.key_id,
+    entry = service.add_note(session, team_id=principal.team_id, incident_id=incident_id, actor=principal.actor,
                              message=body.message, now=utcnow())
     session.flush()
     return entry_out(entry)

@@ -27,7 +27,6 @@ from sqlalchemy import Select, case, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hostatlas.apikeys.models import ApiKey
 from hostatlas.errors import Conflict, InvalidInput, NotFound
 from hostatlas.events import service as events
 from hostatlas.events.models import Event
@@ -135,7 +134,7 @@ def attach(session: Session, parent: Incident, child: Incident, at: datetime) ->
 
 # --- by people, through the API -----------------------------------------------------------------------------
 
-def create_incident(session: Session, *, team_id: int, key_id: int, title: str, severity: Severity,
+def create_incident(session: Session, *, team_id: int, actor: str, title: str, severity: Severity,
                     server_id: int | None, service: str | None, detected_at: datetime | None, message: str,
                     now: datetime) -> Incident:
     """A manual incident, announced at once (a person opened it: it is never suppressed)."""
@@ -150,7 +149,7 @@ def create_incident(session: Session, *, team_id: int, key_id: int, title: str, 
                         created_at=now, updated_at=now)
     session.add(incident)
     session.flush()
-    _entry(session, incident, EntryKind.OPENED, now, actor=key_actor(session, key_id), message=message)
+    _entry(session, incident, EntryKind.OPENED, now, actor=actor, message=message)
     announce(session, incident, "created", now)
     return incident
 
@@ -163,7 +162,7 @@ def get_incident(session: Session, *, team_id: int, incident_id: int, lock: bool
     return incident
 
 
-def acknowledge(session: Session, *, team_id: int, incident_id: int, key_id: int, message: str,
+def acknowledge(session: Session, *, team_id: int, incident_id: int, actor: str, message: str,
                 now: datetime) -> Incident:
     """Someone is on it. Acknowledging again changes nothing (one event, from the first)."""
     incident = get_incident(session, team_id=team_id, incident_id=incident_id, lock=True)
@@ -171,7 +170,6 @@ def acknowledge(session: Session, *, team_id: int, incident_id: int, key_id: int
         return incident
     if incident.status == IncidentStatus.RESOLVED.value:
         raise Conflict("A resolved incident cannot be acknowledged; reopen it first", "incident_resolved")
-    actor = key_actor(session, key_id)
     incident.status = IncidentStatus.ACKNOWLEDGED.value
     incident.acknowledged_at = now
     incident.acknowledged_by = actor
@@ -182,17 +180,17 @@ def acknowledge(session: Session, *, team_id: int, incident_id: int, key_id: int
     return incident
 
 
-def resolve(session: Session, *, team_id: int, incident_id: int, key_id: int, message: str,
+def resolve(session: Session, *, team_id: int, incident_id: int, actor: str, message: str,
             now: datetime) -> Incident:
     """Resolved by hand. Resolving again changes nothing. An automatic incident whose problem persists is
     followed up or reopened by its source's next report."""
     incident = get_incident(session, team_id=team_id, incident_id=incident_id, lock=True)
     if incident.status != IncidentStatus.RESOLVED.value:
-        _resolve(session, incident, now, actor=key_actor(session, key_id), message=message, data={})
+        _resolve(session, incident, now, actor=actor, message=message, data={})
     return incident
 
 
-def reopen(session: Session, *, team_id: int, incident_id: int, key_id: int, message: str,
+def reopen(session: Session, *, team_id: int, incident_id: int, actor: str, message: str,
            now: datetime) -> Incident:
     """Back to open by hand. An unresolved incident is left as it is; an automatic one cannot be reopened while
     a newer incident of the same problem is unresolved (409)."""
@@ -205,16 +203,16 @@ def reopen(session: Session, *, team_id: int, incident_id: int, key_id: int, mes
     announced = _announced(session, incident)
     _set_open(incident, now)
     incident.suppressed = False
-    _entry(session, incident, EntryKind.REOPENED, now, actor=key_actor(session, key_id), message=message)
+    _entry(session, incident, EntryKind.REOPENED, now, actor=actor, message=message)
     announce(session, incident, "reopened" if announced else "created", now)
     return incident
 
 
-def add_note(session: Session, *, team_id: int, incident_id: int, key_id: int, message: str,
+def add_note(session: Session, *, team_id: int, incident_id: int, actor: str, message: str,
              now: datetime) -> IncidentEntry:
     incident = get_incident(session, team_id=team_id, incident_id=incident_id)
     incident.updated_at = now
-    return _entry(session, incident, EntryKind.NOTE, now, actor=key_actor(session, key_id), message=message)
+    return _entry(session, incident, EntryKind.NOTE, now, actor=actor, message=message)
 
 
 def listing(team_id: int, *, statuses: Sequence[IncidentStatus] = (), severities: Sequence[Severity] = (),
@@ -243,12 +241,6 @@ def listing(team_id: int, *, statuses: Sequence[IncidentStatus] = (), severities
     if not include_attached:
         stmt = stmt.where(Incident.parent_id.is_(None))
     return stmt
-
-
-def key_actor(session: Session, key_id: int) -> str:
-    """How the timeline names an API key: ``api_key:<id>:<name>`` (its name as it is now)."""
-    name = session.scalar(select(ApiKey.name).where(ApiKey.id == key_id))
-    return f"api_key:{key_id}:{name or ''}"
 
 
 # --- the rules' moving parts ---------------------------------------------------------------------------------

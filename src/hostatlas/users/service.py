@@ -89,3 +89,26 @@ def memberships(session: Session, user_id: int) -> list[tuple[Membership, Team]]
     rows = session.execute(select(Membership, Team).join(Team, Team.id == Membership.team_id)
                            .where(Membership.user_id == user_id).order_by(Team.slug))
     return [(membership, team) for membership, team in rows]
+
+
+def session_user(session: Session, user_id: int, issued_at: datetime) -> User | None:
+    """The user a sign-in session issued at ``issued_at`` belongs to, while it is honoured: the user exists, is
+    enabled, and has not logged out everywhere since."""
+    user = session.get(User, user_id)
+    if user is None or user.disabled:
+        return None
+    if user.sessions_valid_after is not None and issued_at < user.sessions_valid_after:
+        return None
+    return user
+
+
+def log_out_everywhere(session: Session, user_id: int, now: datetime) -> None:
+    """Every session issued until now stops being honoured (this one included)."""
+    user = session.get(User, user_id)
+    if user is not None:
+        user.sessions_valid_after = now
+
+
+def any_user(session: Session) -> bool:
+    """Whether somebody can sign in already: the first-run page is open only while nobody can."""
+    return session.scalar(select(User.id).limit(1)) is not None
