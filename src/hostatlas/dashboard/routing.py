@@ -3,11 +3,13 @@
 - Before the handler: the CSRF cookie (made on a first visit, before sign-in, so the sign-in form has a token).
 - Errors become pages, never JSON or a stack trace: not signed in -> the sign-in page (``HX-Redirect`` for htmx);
   a domain error or invalid parameter -> an error page with the API's status (403, 404, 409, 422...).
-- After: the CSRF cookie if new, and the security headers (CSP without inline code, no framing, no caching).
+- After: the CSRF cookie if new, ``Server-Timing`` (the handler's time), and the security headers (CSP without
+  inline code, no framing, no caching).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
@@ -74,10 +76,13 @@ class PageRoute(APIRoute):
             existing = request.cookies.get(CSRF_COOKIE)
             fresh = None if existing and len(existing) <= 64 else new_csrf_cookie()
             request.state.csrf_cookie = existing if fresh is None else fresh
+            started = time.perf_counter()
             try:
                 response = await handler(request)
             except (SignInRequired, errors.DomainError, RequestValidationError, StarletteHTTPException) as exc:
                 response = _answer(request, exc)
+            # What the page cost the server, for the browser's devtools and bench/dashboard.py.
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
             if fresh is not None:
                 response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="strict", path="/",
                                     secure=secure_cookies(request))
