@@ -97,7 +97,7 @@ def running_server(workdir: Path, env: dict[str, str], *, extra_args: tuple[str,
                                cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded machine (xdist, CI) can take a while to import and start
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
