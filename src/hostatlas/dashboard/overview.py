@@ -63,6 +63,33 @@ def figures(session: Session, viewer: Viewer) -> Figures:
     )
 
 
+# Where an event's resource is shown in the dashboard.
+RESOURCE_PAGES = {"server": "/servers/{}", "incident": "/incidents/{}", "heartbeat": "/heartbeats/{}",
+                  "alert_rule": "/alerts/{}/edit", "webhook": "/webhooks/{}"}
+NAME_FIELDS = ("hostname", "display_name", "title", "name", "domain", "url")
+
+
+@dataclass(frozen=True)
+class EventLine:
+    event: Event
+    subject: str  # what it is about, in words: "web-prod-01", "Disk full on db-1"
+    link: str | None
+
+
+def describe(event: Event) -> EventLine:
+    """An event as the overview lists it: its payload carries the resource as the API shows it (one level down,
+    e.g. ``{"server": {...}}``); its most telling name is used."""
+    subject = ""
+    for value in (event.payload or {}).values():
+        if isinstance(value, dict):
+            subject = next((str(value[k]) for k in NAME_FIELDS if isinstance(value.get(k), str) and value[k]), "")
+            if subject:
+                break
+    page = RESOURCE_PAGES.get(event.resource_type)
+    link = page.format(event.resource_id) if page and event.resource_id and event.type != "server.deleted" else None
+    return EventLine(event, subject or f"{event.resource_type} #{event.resource_id or ''}", link)
+
+
 def _live_context(session: Session, viewer: Viewer) -> dict[str, Any]:
     context: dict[str, Any] = {"figures": figures(session, viewer), "incidents": [], "events": []}
     if viewer.can("incidents:read"):
@@ -71,7 +98,7 @@ def _live_context(session: Session, viewer: Viewer) -> dict[str, Any]:
         context["incidents"] = incident_outs(session, list(rows))
     if viewer.can("servers:read"):
         stmt = events.listing(viewer.team_id, types=None, server_id=None, after_id=None, since=None, until=None)
-        context["events"] = list(session.scalars(stmt.order_by(Event.id.desc()).limit(12)))
+        context["events"] = [describe(e) for e in session.scalars(stmt.order_by(Event.id.desc()).limit(12))]
     return context
 
 
