@@ -65,7 +65,7 @@ def create_heartbeat(session: Session, *, team_id: int, fields: Mapping[str, Any
         raise NotFound("Team", "team_not_found")
     limit = team.heartbeat_limit
     # The team row is locked (PostgreSQL; SQLite writes one at a time), so two creations cannot both pass.
-    if limit is not None and _count(session, team_id) >= limit:
+    if limit is not None and count(session, team_id) >= limit:
         raise PlanLimitReached(f"The {team.plan} plan allows {limit} heartbeats; delete one or upgrade")
     slug = values["slug"]
     if slug is None:
@@ -278,7 +278,8 @@ def _timing_problems(values: Mapping[str, Any], given: set[str]) -> list[FieldPr
     return problems
 
 
-def _count(session: Session, team_id: int) -> int:
+def count(session: Session, team_id: int) -> int:
+    """The team's heartbeats, as the plan's heartbeat limit counts them."""
     return session.scalar(select(func.count()).select_from(Heartbeat).where(Heartbeat.team_id == team_id)) or 0
 
 

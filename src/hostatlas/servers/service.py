@@ -51,8 +51,7 @@ def register(session: Session, team: Team, facts: HostFacts, now: datetime, *, v
         if limit is not None:
             # Serialise enrolments of one team (PostgreSQL), or two at once could both pass the count.
             session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
-            count = session.scalar(select(func.count()).select_from(Server).where(Server.team_id == team.id)) or 0
-            if count >= limit:
+            if count(session, team.id) >= limit:
                 raise PlanLimitReached(f"The {team.plan} plan allows {limit} servers; remove one or upgrade")
         server = Server(team_id=team.id, machine_id=facts.machine_id, tags=[], created_at=now)
         session.add(server)
@@ -74,6 +73,11 @@ def register(session: Session, team: Team, facts: HostFacts, now: datetime, *, v
     token_cache.forget_server(server.id)
     token_cache.remember(tokens.hash_token(raw), AgentIdentity(server.id, team.id))
     return Enrolment(server, raw, created)
+
+
+def count(session: Session, team_id: int) -> int:
+    """The team's servers, as the plan's server limit counts them."""
+    return session.scalar(select(func.count()).select_from(Server).where(Server.team_id == team_id)) or 0
 
 
 def get_server(session: Session, *, team_id: int, server_id: int) -> Server:

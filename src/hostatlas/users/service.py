@@ -112,3 +112,14 @@ def log_out_everywhere(session: Session, user_id: int, now: datetime) -> None:
 def any_user(session: Session) -> bool:
     """Whether somebody can sign in already: the first-run page is open only while nobody can."""
     return session.scalar(select(User.id).limit(1)) is not None
+
+
+_ROLE_ORDER = {role.value: rank for rank, role in enumerate(Role)}
+
+
+def team_members(session: Session, team_id: int) -> list[tuple[User, Membership]]:
+    """A team's people with their membership, owners first, then by email."""
+    rows = session.execute(select(User, Membership).join(Membership, Membership.user_id == User.id)
+                           .where(Membership.team_id == team_id).order_by(User.email))
+    members = [(user, membership) for user, membership in rows]
+    return sorted(members, key=lambda pair: _ROLE_ORDER.get(pair[1].role, len(_ROLE_ORDER)))
