@@ -36,17 +36,34 @@ class _Open:
     peak: float | None
 
 
+@dataclass
+class Replay:
+    """A backtest's answer with what it replayed: the evaluation instants and, for each series, the window value
+    at each of them (None: no data), so the dashboard can draw the metric under the intervals."""
+
+    answer: BacktestAnswer
+    times: list[int]
+    timelines: dict[machine.SeriesKey, list[float | None]]
+    covered: Mapping[int, service.Covered]
+
+
 def backtest(session: Session, store: TelemetryStore, *, team_id: int, fields: Mapping[str, Any],
              start: datetime, end: datetime, every: int) -> BacktestAnswer:
     """The intervals in which the rule ``fields`` (as for creation) would have fired between ``start`` and ``end``
     on the team's stored data. 422 for a rule that could not be saved, or a range too long to replay."""
+    return replay(session, store, team_id=team_id, fields=fields, start=start, end=end, every=every).answer
+
+
+def replay(session: Session, store: TelemetryStore, *, team_id: int, fields: Mapping[str, Any],
+           start: datetime, end: datetime, every: int) -> Replay:
+    """``backtest`` with the window values it replayed."""
     values = service.rule_values(fields)
     service.check(session, team_id, values)
     times = _times(start, end, every)
     scope = Scope(values["scope"])
     covered = service.covered_servers(session, team_id, scope, values["server_ids"], values["tags"])
     if not covered or not times:
-        return BacktestAnswer(intervals=[], evaluations=len(times))
+        return Replay(BacktestAnswer(intervals=[], evaluations=len(times)), times, {}, covered)
     try:
         timelines = sliding_windows(store, team_id=team_id, server_ids=None if scope is Scope.ALL else sorted(covered),
                                     metric=values["metric"], label_filters=dict(values["label_filters"]),
@@ -59,7 +76,8 @@ def backtest(session: Session, store: TelemetryStore, *, team_id: int, fields: M
                                   recovery_threshold=values["recovery_threshold"], for_s=values["for_s"],
                                   no_data=NoData(values["no_data"]))
     intervals = _replay(condition, timelines, covered, times)
-    return BacktestAnswer(intervals=intervals, evaluations=len(times))
+    return Replay(BacktestAnswer(intervals=intervals, evaluations=len(times)), times,
+                  {key: [value for _, value in timeline] for key, timeline in timelines.items()}, covered)
 
 
 def _times(start: datetime, end: datetime, every: int) -> list[int]:
