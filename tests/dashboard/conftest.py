@@ -75,6 +75,7 @@ def start_site(workdir: Path, env: dict[str, str] | None = None, *, owner: bool 
     """``hostatlas serve`` on SQLite in ``workdir`` with live parts refreshing every second."""
     full_env = {"HOSTATLAS_DATA_DIR": str(workdir / "hostatlas-data"), "HOSTATLAS_DATABASE_URL": "",
                 "HOSTATLAS_DASHBOARD_REFRESH": "1", "HOSTATLAS_RATE_LIMIT": "100000/minute",
+                "HOSTATLAS_LOGIN_RATE_LIMIT": "1000/minute",
                 "HOSTATLAS_OFFLINE_AFTER": "3600", "HOSTATLAS_TELEMETRY_STORER": "thread", **(env or {})}
     cli_env = {**os.environ, **full_env}
     subprocess.run([*hostatlas_command(), "migrate"], cwd=workdir, env=cli_env, check=True, capture_output=True)

@@ -9,7 +9,7 @@ could show it again); the list only ever shows the masked key.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -19,6 +19,7 @@ from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys import service
 from hostatlas.apikeys.models import ApiKey, KeyStatus
 from hostatlas.apikeys.schemas import ApiKeyCreate, ApiKeyOut, ApiKeyRotate
+from hostatlas.apikeys.scopes import AGENT_REGISTER
 from hostatlas.clock import utcnow
 from hostatlas.dashboard.rendering import field_errors, render
 from hostatlas.dashboard.routing import PageRoute
@@ -87,9 +88,11 @@ def _form_context(name: str = "", scopes: list[str] | None = None, expires_on: s
 def api_keys(request: Request, session: DbSession, viewer: Viewer = Depends(reader("api_keys:read")),
              params: ListParams = Depends(list_params),
              status: KeyStatus | None = Query(None),
-             q: Annotated[str, StringConstraints(max_length=200), Storable] | None = Query(None)) -> Response:
-    return render(request, "apikeys/list.html",
-                  {**_list_context(request, session, viewer, params, status, q), **_form_context()})
+             q: Annotated[str, StringConstraints(max_length=200), Storable] | None = Query(None),
+             preset: Literal["agent"] | None = Query(None)) -> Response:
+    # ?preset=agent (the "no servers yet" pages link here): the form filled in for an agent enrolment key.
+    form = _form_context("Agent enrolment", [AGENT_REGISTER]) if preset == "agent" else _form_context()
+    return render(request, "apikeys/list.html", {**_list_context(request, session, viewer, params, status, q), **form})
 
 
 @router.post("/api-keys")
@@ -115,7 +118,8 @@ def create_api_key(request: Request, session: DbSession, viewer: Viewer = Depend
         return render(request, "apikeys/list.html",
                       {**context, **_form_context(name, scopes, expires_on, errors)}, status=422)
     return render(request, "apikeys/created.html",
-                  {"key": ApiKeyOut.of(issued.record, now), "raw": issued.raw, "previous": None}, status=201)
+                  {"key": ApiKeyOut.of(issued.record, now), "raw": issued.raw, "previous": None,
+                   "enrols": scope_rules.grants(issued.record.scopes, AGENT_REGISTER)}, status=201)
 
 
 @router.post("/api-keys/{key_id}/revoke")
