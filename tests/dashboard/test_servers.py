@@ -219,7 +219,12 @@ def test_no_servers_yet_says_how_to_install_the_agent(site: Site, owner: Cookies
     visit(page, site, owner, "/servers")
     text = page.inner_text(".empty")
     assert "pipx install hostatlas-agent" in text and "hostatlas-agent enrol --url http" in text
-    assert page.get_attribute(".empty a[href='/api-keys']", "href") == "/api-keys"
+    page.click(".empty >> text=Create an enrolment key")
+    # The key form comes filled in for an enrolment key, and the new key's page gives the whole command.
+    assert page.is_checked("input[name=scopes][value='agent:register']")
+    page.click("#new-key button[type=submit]")
+    command = page.inner_text("#enrol-command")
+    assert command.startswith("sudo hostatlas-agent enrol --url http") and "--key sk_live_" in command
 
 
 def test_list_shows_servers_with_status_and_sparklines(site: Site, owner: Cookies, fleet: Fleet, page: Any) -> None:

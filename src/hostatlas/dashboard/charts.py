@@ -58,8 +58,8 @@ PANELS: dict[str, Panel] = {
     "cpu": Panel("CPU", "%", (Line("cpu.percent", "CPU"),)),
     "memory": Panel("Memory", "%", (Line("mem.used_percent", "memory"), Line("swap.used_percent", "swap"))),
     "disk": Panel("Disk used", "%", (Line("disk.used_percent", "disk"),)),
-    "network": Panel("Network, KiB/s", "", (Line("net.rx_bytes", "rx", 1 / 1024),
-                                           Line("net.tx_bytes", "tx", 1 / 1024))),
+    # Bytes per second as the API has them; the chart writes them as KiB/s, MiB/s... (static/app.js).
+    "network": Panel("Network", "B/s", (Line("net.rx_bytes", "rx"), Line("net.tx_bytes", "tx"))),
     "load": Panel("Load", "", (Line("load.1", "1 min"), Line("load.5", "5 min"), Line("load.15", "15 min"))),
 }
 PanelName = Literal["cpu", "memory", "disk", "network", "load"]

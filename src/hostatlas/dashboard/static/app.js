@@ -37,10 +37,32 @@
 
   var palette = ["#2563eb", "#16a34a", "#dc2626", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 
+  // A value with its unit: "B/s" and "B" in binary multiples (1.5 MiB/s), anything else as it is (42.1%).
+  function formatter(unit) {
+    if (unit === "B/s" || unit === "B") {
+      var prefixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
+      return function (v) {
+        var i = 0;
+        while (Math.abs(v) >= 1024 && i < prefixes.length - 1) { v /= 1024; i++; }
+        return (+v.toFixed(v >= 100 || i === 0 ? 0 : 1)) + " " + prefixes[i] + unit;
+      };
+    }
+    return function (v) { return (+v.toFixed(2)) + unit; };
+  }
+
+  // Time ticks in the viewer's locale and zone: hours within two days, days beyond.
+  var hourTick = new Intl.DateTimeFormat(undefined, {hour: "2-digit", minute: "2-digit"});
+  var dayTick = new Intl.DateTimeFormat(undefined, {day: "numeric", month: "short"});
+  function timeTicks(u, ticks) {
+    var span = ticks.length > 1 ? ticks[ticks.length - 1] - ticks[0] : 0;
+    var format = span > 2 * 86400 ? dayTick : hourTick;
+    return ticks.map(function (t) { return format.format(new Date(t * 1000)); });
+  }
+
   function draw(el, payload) {
     var state = el._hostatlas;
     var data = [payload.x].concat(payload.series.map(function (s) { return s.values; }));
-    var unit = el.dataset.unit || "";
+    var format = formatter(el.dataset.unit || "");
     if (state.plot && state.labels === payload.series.map(function (s) { return s.label; }).join("\u0000")) {
       state.plot.setData(data);
       return;
@@ -52,12 +74,12 @@
     state.plot = new uPlot({
       width: Math.max(el.clientWidth, 200),
       height: Number(el.dataset.height || 220),
-      series: [{}].concat(payload.series.map(function (s, i) {
+      series: [{value: function (u, v) { return v == null ? "–" : dateTime.format(new Date(v * 1000)); }}].concat(payload.series.map(function (s, i) {
         return {label: s.label, stroke: palette[i % palette.length], width: 1.5, spanGaps: false,
-                value: function (u, v) { return v == null ? "–" : (+v.toFixed(2)) + unit; }};
+                value: function (u, v) { return v == null ? "–" : format(v); }};
       })),
-      axes: [axis, Object.assign({}, axis, {values: function (u, ticks) {
-        return ticks.map(function (t) { return t + unit; });
+      axes: [Object.assign({}, axis, {values: timeTicks}), Object.assign({}, axis, {size: 70, values: function (u, ticks) {
+        return ticks.map(format);
       }})],
       scales: {x: {time: true}},
       cursor: {drag: {x: true, y: false}},
