@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI
-from tests.support import bearer, hostatlas_command, running_server
+from tests.support import bearer, free_port, hostatlas_command, running_server
 
 CHROMIUM = os.environ.get("HOSTATLAS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
@@ -72,14 +72,17 @@ class Site:
 
 
 def start_site(workdir: Path, env: dict[str, str] | None = None, *, owner: bool = True) -> Iterator[Site]:
-    """``hostatlas serve`` on SQLite in ``workdir`` with live parts refreshing every second."""
-    full_env = {"HOSTATLAS_DATA_DIR": str(workdir / "hostatlas-data"), "HOSTATLAS_DATABASE_URL": "",
+    """``hostatlas serve`` on SQLite in ``workdir`` with live parts refreshing every second, its public URL its
+    real address (the ping URLs and commands the pages show work as they are)."""
+    port = free_port()
+    full_env = {"HOSTATLAS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "HOSTATLAS_DATA_DIR": str(workdir / "hostatlas-data"), "HOSTATLAS_DATABASE_URL": "",
                 "HOSTATLAS_DASHBOARD_REFRESH": "1", "HOSTATLAS_RATE_LIMIT": "100000/minute",
                 "HOSTATLAS_LOGIN_RATE_LIMIT": "1000/minute",
                 "HOSTATLAS_OFFLINE_AFTER": "3600", "HOSTATLAS_TELEMETRY_STORER": "thread", **(env or {})}
     cli_env = {**os.environ, **full_env}
     subprocess.run([*hostatlas_command(), "migrate"], cwd=workdir, env=cli_env, check=True, capture_output=True)
-    with running_server(workdir, full_env) as base:
+    with running_server(workdir, full_env, port=port) as base:
         key = subprocess.run([*hostatlas_command(), "apikey", "create", "--name", "test-suite", "--scopes", "*"],
                              cwd=workdir, env=cli_env, capture_output=True, text=True, check=True
                              ).stdout.strip().splitlines()[-1]

@@ -316,9 +316,9 @@ def test_a_chart_plots_what_the_metrics_api_answers(site: Site, owner: Cookies, 
     assert fleet_answer["data"][0]["points"] == points
     week = page.request.get(f"{site.base}/servers/{fleet.web}/charts/network?range=7d")
     body = week.json()
-    assert body["meta"]["tier"] == "1m" and len(body["x"]) <= 10_080
+    # A week at one point a minute, from the 1-minute rollup (its speed is bench/dashboard.py's to measure).
+    assert body["meta"]["tier"] == "1m" and body["meta"]["step"] == 60 and 10_080 <= len(body["x"]) <= 10_081
     assert {s["label"] for s in body["series"]} == {"rx eth0", "tx eth0"}
-    assert float(week.headers["server-timing"].split("dur=")[1]) < 300
 
 
 def test_log_search_finds_a_line_and_filters_others_out(site: Site, owner: Cookies, fleet: Fleet, page: Any) -> None:

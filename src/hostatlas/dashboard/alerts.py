@@ -22,7 +22,7 @@ from hostatlas.alerts import backtest, service
 from hostatlas.alerts.models import AlertRule, AlertState, AlertStatus, AlertTransition, NoData, Operator, Scope
 from hostatlas.alerts.schemas import AlertRuleCreate, AlertRuleOut, AlertRuleUpdate, BacktestRequest, MetricName
 from hostatlas.clock import utcnow
-from hostatlas.dashboard.rendering import render
+from hostatlas.dashboard.rendering import field_errors, render
 from hostatlas.dashboard.routing import PageRoute
 from hostatlas.dashboard.viewer import Viewer, csrf_checked, reader, writer
 from hostatlas.errors import InvalidInput
@@ -147,10 +147,6 @@ def schema_errors(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
-def domain_errors(exc: InvalidInput) -> dict[str, str]:
-    return {problem.field.split(".")[0]: problem.message for problem in exc.fields} or {"": exc.message}
-
-
 def _server_choices(session: Session, viewer: Viewer) -> list[Server]:
     stmt = servers.listing(viewer.team_id, status=None, tag=None, q=None)
     return list(session.scalars(stmt.order_by(Server.hostname, Server.id).limit(SERVER_CHOICES)))
@@ -217,7 +213,7 @@ async def rule_create(request: Request, session: DbSession,
         return _form_page(request, session, viewer, form, schema_errors(exc), None, 422)
     except InvalidInput as exc:
         session.rollback()
-        return _form_page(request, session, viewer, form, domain_errors(exc), None, 422)
+        return _form_page(request, session, viewer, form, field_errors(exc), None, 422)
     return RedirectResponse(f"/alerts?created={rule.id}", status_code=303)
 
 
@@ -240,7 +236,7 @@ async def rule_update(request: Request, rule_id: IdPath, session: DbSession,
         return _form_page(request, session, viewer, form, schema_errors(exc), rule, 422)
     except InvalidInput as exc:
         session.rollback()
-        return _form_page(request, session, viewer, form, domain_errors(exc), rule, 422)
+        return _form_page(request, session, viewer, form, field_errors(exc), rule, 422)
     return RedirectResponse(f"/alerts?updated={rule_id}", status_code=303)
 
 
@@ -269,7 +265,7 @@ async def rule_backtest(request: Request, session: DbSession, viewer: Viewer = D
     except ValidationError as exc:
         context["errors"] = schema_errors(exc)
     except InvalidInput as exc:
-        context["errors"] = domain_errors(exc)
+        context["errors"] = field_errors(exc)
     else:
         context["answer"] = replayed.answer
         context["chart"] = _chart(replayed, request_body.threshold, request_body.recovery_threshold)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import StringConstraints, ValidationError
+from pydantic import StringConstraints
 
 from hostatlas.apikeys import scopes as scope_rules
 from hostatlas.apikeys import service
@@ -21,7 +21,7 @@ from hostatlas.apikeys.models import ApiKey, KeyStatus
 from hostatlas.apikeys.schemas import ApiKeyCreate, ApiKeyOut, ApiKeyRotate
 from hostatlas.apikeys.scopes import AGENT_REGISTER
 from hostatlas.clock import utcnow
-from hostatlas.dashboard.rendering import field_errors, render
+from hostatlas.dashboard.rendering import field_errors, render, validated
 from hostatlas.dashboard.routing import PageRoute
 from hostatlas.dashboard.viewer import Viewer, reader, writer
 from hostatlas.errors import InvalidInput
@@ -55,16 +55,6 @@ def _grace_choices(default: int) -> list[tuple[int, str]]:
 
 def _default_grace(request: Request) -> int:
     return runtime.current(request).settings.default_rotation_grace
-
-
-def _schema_errors(error: ValidationError) -> dict[str, str]:
-    """A schema's problems as {form field: message}, like the API's 422 ``fields``."""
-    errors: dict[str, str] = {}
-    for problem in error.errors():
-        location = problem.get("loc", ())
-        name = str(location[0]) if location else ""
-        errors.setdefault(name, str(problem.get("msg", "Invalid value")).removeprefix("Value error, "))
-    return errors
 
 
 def _list_context(request: Request, session: DbSession, viewer: Viewer, params: ListParams,
@@ -104,12 +94,12 @@ def create_api_key(request: Request, session: DbSession, viewer: Viewer = Depend
     scopes = scopes or []
     body = {"name": name, "scopes": scopes, "expires_at": f"{day}T00:00:00Z" if day else None}
     try:
-        checked = ApiKeyCreate.model_validate(body)
+        checked = validated(ApiKeyCreate, body)
         now = utcnow()
         issued = service.create_key(session, team_id=viewer.team_id, name=checked.name, scopes=checked.scopes,
                                     expires_at=checked.expires_at, now=now, granted_by=viewer.principal.scopes)
-    except (ValidationError, InvalidInput) as exc:
-        errors = _schema_errors(exc) if isinstance(exc, ValidationError) else field_errors(exc)
+    except InvalidInput as exc:
+        errors = field_errors(exc)
         if "expires_at" in errors:
             errors["expires_on"] = errors.pop("expires_at")
         if errors.get("expires_on", "").startswith("Input should be"):

@@ -33,8 +33,10 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 RangeName = Literal["1h", "6h", "24h", "7d", "30d"]
 # Each range's span and step: the step keeps charts near 250-1,000 points and picks the tier the API would for it
 # (1h: raw points; 6h to 7d: the 1-minute rollup, so 7 days read at most 10,080 rows a series; 30d: hourly).
-RANGES: dict[str, tuple[int, int]] = {"1h": (3600, 15), "6h": (21_600, 60), "24h": (86_400, 300),
-                                      "7d": (604_800, 600), "30d": (2_592_000, 3600)}
+# (span, step) in seconds. Up to 7 days at one point a minute (10,080 points a series, from the 1-minute rollup).
+RANGES: dict[str, tuple[int, int]] = {"1h": (3600, 15), "6h": (21_600, 60), "24h": (86_400, 60),
+                                      "7d": (604_800, 60), "30d": (2_592_000, 3600)}
+CHART_MAX_POINTS = 604_800 // 60 + 1  # a week of minutes, and the bucket the range starts in
 DEFAULT_RANGE: RangeName = "6h"
 # Ranges whose charts refetch themselves while the page is open (longer ones barely move in 15 s).
 LIVE_RANGES = ("1h", "6h", "24h")
@@ -88,7 +90,7 @@ def panel_data(request: Request, session: Session, viewer: Viewer, server_id: in
     window: Window | None = None
     for line in panel.lines:
         params = SeriesParams(metric=line.metric, start=str(int(now) - span), end=str(int(now)), step=str(step),
-                              agg=Agg.AVG, labels={})
+                              agg=Agg.AVG, labels={}, max_points=CHART_MAX_POINTS)
         found = telemetry.server_metrics(session, _store(request), team_id=viewer.team_id, server_id=server_id,
                                          params=params, retention=retention_of(settings), now=now)
         if window is None:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from hostatlas.clock import utcnow
-from hostatlas.dashboard.rendering import render
+from hostatlas.dashboard.rendering import field_errors, render, validated
 from hostatlas.dashboard.routing import PageRoute
 from hostatlas.dashboard.viewer import Viewer, reader, writer
 from hostatlas.errors import Conflict, InvalidInput
@@ -138,17 +138,13 @@ def incident_create(request: Request, session: DbSession, title: str = Form(""),
     if service_name.strip():
         body["service"] = service_name
     try:
-        valid = IncidentCreate.model_validate(body)
+        valid = validated(IncidentCreate, body)
         incident = service.create_incident(session, team_id=viewer.team_id, actor=viewer.principal.actor,
                                            title=valid.title, severity=valid.severity, server_id=valid.server_id,
                                            service=valid.service, detected_at=None, message=valid.message,
                                            now=utcnow())
-    except ValidationError as exc:
-        errors = {str(problem["loc"][0]) if problem["loc"] else "": problem["msg"] for problem in exc.errors()}
-        return _list_again(request, session, viewer, form, errors)
     except InvalidInput as exc:
-        return _list_again(request, session, viewer, form,
-                           {problem.field: problem.message for problem in exc.fields} or {"": exc.message})
+        return _list_again(request, session, viewer, form, field_errors(exc))
     return RedirectResponse(f"/incidents/{incident.id}", status_code=303)
 
 

@@ -12,18 +12,20 @@ from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from pydantic import BaseModel, ValidationError
 
 from hostatlas.dashboard.sessions import CSRF_FIELD, SessionCodec
-from hostatlas.errors import InvalidInput
+from hostatlas.errors import FieldProblem, InvalidInput
 from hostatlas.http import runtime
 
+Model = TypeVar("Model", bound=BaseModel)
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 
@@ -92,6 +94,21 @@ def render(request: Request, template: str, context: Mapping[str, Any] | None = 
     return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
 
 
+def validated(model: type[Model], data: Mapping[str, Any]) -> Model:
+    """The API's request model over a form's fields, its problems raised as the ``InvalidInput`` the services
+    raise: a form shows both kinds the same way (``field_errors``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput([FieldProblem(".".join(str(part) for part in error["loc"]), error["type"],
+                                         error["msg"].removeprefix("Value error, "))
+                            for error in exc.errors()]) from None
+
+
 def field_errors(error: InvalidInput) -> dict[str, str]:
-    """A domain validation error as {field: message}, for a form shown again with its problems."""
-    return {problem.field: problem.message for problem in error.fields} or {"": error.message}
+    """A validation error as {form field: message} (the first problem of each field; ``scopes.0`` is
+    ``scopes``), for a form shown again with its problems."""
+    errors: dict[str, str] = {}
+    for problem in error.fields:
+        errors.setdefault(problem.field.split(".")[0], problem.message)
+    return errors or {"": error.message}

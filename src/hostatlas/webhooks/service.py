@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from hostatlas.clock import isoformat_z
@@ -238,3 +238,24 @@ def redeliver(session: Session, webhook: Webhook, delivery: WebhookDelivery, now
     session.add(copy)
     session.flush()
     return copy
+
+
+def latest_deliveries(session: Session, *, team_id: int, webhook_ids: Sequence[int]) -> dict[int, WebhookDelivery]:
+    """Each webhook's newest delivery (for a list of webhooks showing how their last delivery went)."""
+    if not webhook_ids:
+        return {}
+    newest = (select(func.max(WebhookDelivery.id)).where(WebhookDelivery.team_id == team_id,
+                                                          WebhookDelivery.webhook_id.in_(webhook_ids))
+              .group_by(WebhookDelivery.webhook_id))
+    rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(newest)))
+    return {row.webhook_id: row for row in rows}
+
+
+def attempts_by_delivery(session: Session, deliveries: Sequence[WebhookDelivery]) -> dict[int, list[WebhookAttempt]]:
+    """``attempts_of`` for a page of deliveries in one query: {delivery row id: attempts, first to last}."""
+    found: dict[int, list[WebhookAttempt]] = {delivery.id: [] for delivery in deliveries}
+    if found:
+        for attempt in session.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(list(found)))
+                                       .order_by(WebhookAttempt.delivery_id, WebhookAttempt.number)):
+            found[attempt.delivery_id].append(attempt)
+    return found

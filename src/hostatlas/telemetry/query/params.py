@@ -42,6 +42,8 @@ class SeriesParams:
     step: str | None
     agg: Agg
     labels: Mapping[str, str]  # the request's other parameters: label filters
+    # Points per series at most: the API keeps answers small; the dashboard's 7-day chart asks for a week at 1 min.
+    max_points: int = MAX_POINTS
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def _label_filter_problem(name: str, value: str) -> str | None:
 
 
 def series_window(*, start: str | None, end: str | None, step: str | None, labels: Mapping[str, str], now: float,
-                  raw_retention: int, minute_retention: int) -> tuple[Window, dict[str, str]]:
+                  raw_retention: int, minute_retention: int,
+                  max_points: int = MAX_POINTS) -> tuple[Window, dict[str, str]]:
     """A metric query's window and label filters from its parameters, every bad one named at once."""
     problems = Problems()
     begin = problems.check(lambda: parse_time(start, "from", now))
@@ -149,7 +152,7 @@ def series_window(*, start: str | None, end: str | None, step: str | None, label
     filters = problems.check(lambda: label_filters(labels))
     problems.raise_any()
     window = plan(start=begin, end=finish, step=step_s, now=now, raw_retention=raw_retention,
-                  minute_retention=minute_retention)
+                  minute_retention=minute_retention, max_points=max_points)
     return window, filters or {}
 
 
@@ -162,15 +165,15 @@ class Window:
 
 
 def plan(*, start: float | None, end: float | None, step: int | None, now: float,
-         raw_retention: int, minute_retention: int) -> Window:
-    """Pick the step and tier: at most MAX_POINTS per series, from a tier that still holds the range."""
+         raw_retention: int, minute_retention: int, max_points: int = MAX_POINTS) -> Window:
+    """Pick the step and tier: at most ``max_points`` per series, from a tier that still holds the range."""
     end_s = end if end is not None else now
     start_s = start if start is not None else end_s - DEFAULT_RANGE
     if start_s >= end_s:
         raise InvalidInput([FieldProblem("from", "empty_range", "'from' must be before 'to'")])
     span = end_s - start_s
     wanted = step or next((nice for nice in NICE_STEPS if span / nice <= 300), NICE_STEPS[-1])
-    wanted = max(wanted, math.ceil(span / MAX_POINTS))
+    wanted = max(wanted, math.ceil(span / max_points))
     tier = _tier_for(wanted, start_s, now, raw_retention, minute_retention)
     bucket = TIER_SECONDS[tier]
     final_step = math.ceil(wanted / bucket) * bucket

@@ -84,7 +84,7 @@ def _metrics(caught_up: StoreAccess, team_id: int, servers: dict[int, str], para
              retention: Retention, now: float) -> SeriesAnswer:
     window, labels = series_window(start=params.start, end=params.end, step=params.step, labels=params.labels,
                                    now=now, raw_retention=retention.raw_seconds,
-                                   minute_retention=retention.minute_seconds)
+                                   minute_retention=retention.minute_seconds, max_points=params.max_points)
     found = _series(caught_up, team_id=team_id, servers=servers, metric=params.metric, labels=labels,
                     window=window, agg=params.agg, merge=merge)
     return SeriesAnswer(found, window, params.agg)
