@@ -32,7 +32,6 @@ from hostatlas.http.pagination import ListParams, list_params, paginate
 from hostatlas.http.types import IdPath
 from hostatlas.incidents.models import Severity
 from hostatlas.servers import service as servers
-from hostatlas.servers.models import Server
 from hostatlas.telemetry.runtime import Telemetry
 from hostatlas.telemetry.storage.contract import Agg
 from hostatlas.telemetry.storage.series import label_pairs
@@ -147,9 +146,8 @@ def schema_errors(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
-def _server_choices(session: Session, viewer: Viewer) -> list[Server]:
-    stmt = servers.listing(viewer.team_id, status=None, tag=None, q=None)
-    return list(session.scalars(stmt.order_by(Server.hostname, Server.id).limit(SERVER_CHOICES)))
+def _server_choices(session: Session, viewer: Viewer) -> list[servers.ServerChoice]:
+    return servers.choices(session, viewer.team_id, limit=SERVER_CHOICES)
 
 
 def _form_page(request: Request, session: Session, viewer: Viewer, form: dict[str, str],

@@ -30,7 +30,6 @@ from hostatlas.incidents.routes import SORTABLE, ServiceFilter
 from hostatlas.incidents.schemas import IncidentAction, IncidentCreate, IncidentOut, NoteCreate
 from hostatlas.incidents.views import detail_of, outs
 from hostatlas.servers import service as servers
-from hostatlas.servers.models import Server
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 SERVER_CHOICES = 500  # the filter's and the form's server menus
@@ -58,11 +57,10 @@ def duration(seconds: int | None) -> str:
     return " ".join(shown) or "0 s"
 
 
-def _server_choices(session: Session, viewer: Viewer) -> list[Server]:
+def _server_choices(session: Session, viewer: Viewer) -> list[servers.ServerChoice]:
     if not viewer.can("servers:read"):
         return []
-    stmt = servers.listing(viewer.team_id, status=None, tag=None, q=None)
-    return list(session.scalars(stmt.order_by(Server.hostname, Server.id).limit(SERVER_CHOICES)))
+    return servers.choices(session, viewer.team_id, limit=SERVER_CHOICES)
 
 
 def _listing_context(request: Request, session: Session, viewer: Viewer, params: ListParams,

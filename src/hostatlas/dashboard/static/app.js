@@ -2,7 +2,7 @@
 // - <time datetime> shown in the viewer's time zone; relative times ("3 min ago") kept current.
 // - Charts: <div class="chart" data-src> drawn with uPlot from {"x": [unix s], "series": [{"label", "values"}]},
 //   refetched every data-refresh seconds while data-live; destroyed when htmx swaps them out (no leak overnight).
-// - [data-copy] buttons, [data-autosubmit] selects, forms with [data-confirm].
+// - [data-copy] buttons, [data-autosubmit] selects, forms with [data-confirm], <details data-keep-open>.
 (function () {
   "use strict";
   var refreshSeconds = Number(document.body.dataset.refresh || 15);
@@ -153,6 +153,21 @@
         if (state && state.plot) state.plot.setSize({width: Math.max(el.clientWidth, 200), height: state.plot.height});
       });
     }, 150);
+  });
+
+  // A live part replaced by htmx keeps the <details data-keep-open> the reader had opened (a ping's body, a
+  // delivery's attempts): their ids are noted before the swap and opened again after it.
+  var keptOpen = [];
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    keptOpen = Array.prototype.map.call(event.target.querySelectorAll("details[data-keep-open][open]"),
+                                        function (el) { return el.id; });
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    keptOpen.forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) el.open = true;
+    });
+    keptOpen = [];
   });
 
   document.addEventListener("click", function (event) {
