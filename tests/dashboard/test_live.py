@@ -37,7 +37,7 @@ def test_the_overview_follows_the_platform_without_a_reload(fast_site: Site, pag
     fast_site.agent_token("live-web-1")
     wait_until(lambda: figure(page, "servers-online") >= 1, timeout=10, what="the enrolled server")
     assert page.evaluate("window.__same_document") is True
-    shoot(page, "overview")
+    shoot(page, "overview-live")
 
 
 def _memory(page: Any, cdp: Any) -> tuple[int, int, int]:

@@ -392,3 +392,20 @@ def test_phone_width_and_dark_mode(site: Site, owner: Cookies, fleet: Fleet, bro
         assert not errors
     finally:
         context.close()
+
+
+def test_the_overview_shows_the_fleet(site: Site, owner: Cookies, fleet: Fleet, page: Any) -> None:
+    """The morning view over the same fleet (and the README's picture of it: build/screenshots/overview-fleet.png)."""
+    made = [site.api.post("/api/v1/incidents", json=body).json() for body in (
+        {"title": "nginx 502s on web-prod-01", "severity": "critical", "server_id": fleet.web, "service": "nginx"},
+        {"title": "Replication lag above 30 s", "severity": "warning", "server_id": fleet.db})]
+    site.api.post(f"/api/v1/incidents/{made[1]['id']}/acknowledge", json={"message": "Looking at it"})
+    visit(page, site, owner, "/")
+    servers = site.api.get("/api/v1/servers").json()["data"]
+    online = sum(server["status"] == "online" for server in servers)
+    assert int(page.inner_text("[data-figure=servers-online]")) == online
+    unresolved = site.api.get("/api/v1/incidents", params=[("status", "open"), ("status", "acknowledged")]).json()
+    assert int(page.inner_text("[data-figure=incidents-open]")) == unresolved["meta"]["total"]
+    text = page.inner_text("#overview-live")
+    assert "nginx 502s on web-prod-01" in text and "Replication lag above 30 s" in text
+    shoot(page, "overview-fleet")

@@ -77,10 +77,11 @@ class EventLine:
 
 
 def describe(event: Event) -> EventLine:
-    """An event as the overview lists it: its payload carries the resource as the API shows it (one level down,
-    e.g. ``{"server": {...}}``); its most telling name is used."""
+    """An event as the overview lists it: its payload carries the resource as the API shows it (at the top, or one
+    level down: ``{"server": {...}}``); its most telling name is used."""
     subject = ""
-    for value in (event.payload or {}).values():
+    payload = event.payload or {}
+    for value in [payload, *payload.values()]:
         if isinstance(value, dict):
             subject = next((str(value[k]) for k in NAME_FIELDS if isinstance(value.get(k), str) and value[k]), "")
             if subject:
