@@ -11,11 +11,11 @@ then the service, so a form cannot store what the API would refuse. ``/heartbeat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, StringConstraints
+from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
 from hostatlas.clock import utcnow
@@ -36,7 +36,6 @@ from hostatlas.servers.models import Server
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
-Model = TypeVar("Model", bound=BaseModel)
 TagQuery = Annotated[str, StringConstraints(max_length=64), Storable]
 UNITS = {"minutes": 60, "hours": 3600, "days": 86_400}
 SORTABLE = {"name": Heartbeat.name, "slug": Heartbeat.slug, "status": Heartbeat.status,
@@ -45,19 +44,6 @@ STATUSES = [status.value for status in HeartbeatStatus]
 KINDS = [kind.value for kind in PingKind]
 
 
-def duration(seconds: float | int | None) -> str:
-    """``86400`` -> ``1 d``, ``5400`` -> ``1 h 30 min``, ``42`` -> ``42 s``."""
-    if seconds is None:
-        return "–"
-    if seconds < 60:
-        return f"{seconds:g} s" if isinstance(seconds, float) else f"{seconds} s"
-    whole = int(seconds)
-    parts = []
-    for label, size in (("d", 86_400), ("h", 3600), ("min", 60)):
-        if whole >= size:
-            parts.append(f"{whole // size} {label}")
-            whole %= size
-    return " ".join(parts[:2])
 
 
 def split_seconds(seconds: int | None) -> tuple[str, str]:
@@ -150,7 +136,7 @@ def _board(request: Request, session: DbSession, viewer: Viewer, params: ListPar
     page = paginate(session, stmt, id_column=Heartbeat.id, params=params, default_sort="id", sortable=SORTABLE)
     public_url = _public_url(request)
     return {"heartbeats": [HeartbeatOut.of(row, public_url) for row in page.rows], "page": page,
-            "status": status.value if status else "", "tag": tag or "", "statuses": STATUSES, "duration": duration,
+            "status": status.value if status else "", "tag": tag or "", "statuses": STATUSES,
             "filtered": bool(status or tag),
             "link": lambda **changes: page_link(request, "/heartbeats", **changes)}
 
@@ -208,7 +194,7 @@ def _detail(request: Request, session: DbSession, viewer: Viewer, heartbeat_id: 
         server = session.get(Server, detail.server_id)
     return {"heartbeat": detail, "pings": [PingOut.of(ping) for ping in pings.rows], "page": pings,
             "flips": [FlipOut.of(flip) for flip in flips.rows], "flip_total": flips.total,
-            "kind": kind.value if kind else "", "kinds": KINDS, "duration": duration, "server": server,
+            "kind": kind.value if kind else "", "kinds": KINDS, "server": server,
             "link": lambda **changes: page_link(request, f"/heartbeats/{heartbeat_id}", **changes)}
 
 

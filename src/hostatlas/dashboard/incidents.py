@@ -46,15 +46,6 @@ def actor_name(actor: str | None) -> str:
     return actor
 
 
-def duration(seconds: int | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
-    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
-    return " ".join(shown) or "0 s"
 
 
 def _server_choices(session: Session, viewer: Viewer) -> list[servers.ServerChoice]:
@@ -104,7 +95,7 @@ NO_FILTERS: dict[str, Any] = {"status": [], "severity": [], "server_id": None, "
 
 def _common(session: Session, viewer: Viewer) -> dict[str, Any]:
     return {"statuses": list(IncidentStatus), "severities": list(Severity), "types": list(IncidentType),
-            "sources": list(Source), "servers": _server_choices(session, viewer), "duration": duration}
+            "sources": list(Source), "servers": _server_choices(session, viewer)}
 
 
 @router.get("/incidents")
@@ -119,7 +110,7 @@ def incident_list(request: Request, session: DbSession, filters: Filters, params
 def incident_list_live(request: Request, session: DbSession, filters: Filters,
                        params: ListParams = Depends(list_params),
                        viewer: Viewer = Depends(reader("incidents:read"))) -> Response:
-    context = {**_listing_context(request, session, viewer, params, filters), "duration": duration}
+    context = {**_listing_context(request, session, viewer, params, filters)}
     return render(request, "incidents/live.html", context)
 
 
@@ -169,7 +160,7 @@ def _detail(request: Request, session: Session, viewer: Viewer, incident_id: int
         parent = outs(session, [service.get_incident(session, team_id=viewer.team_id,
                                                      incident_id=incident.parent_id)])[0]
     return render(request, "incidents/detail.html", {
-        "incident": incident, "parent": parent, "actor_name": actor_name, "duration": duration, "error": error,
+        "incident": incident, "parent": parent, "actor_name": actor_name, "error": error,
         "note": note, "note_error": note_error}, status=status)
 
 

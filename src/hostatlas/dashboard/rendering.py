@@ -55,6 +55,20 @@ def when(moment: datetime | None, style: str = "datetime") -> Markup:
         iso, style, moment.strftime("%Y-%m-%d %H:%M UTC"))
 
 
+def duration(seconds: float | None) -> str:
+    """A span in its two largest units: ``86400`` -> ``1 d``, ``5400`` -> ``1 h 30 min``, ``42`` -> ``42 s``,
+    ``1.5`` -> ``1.5 s``; ``None`` -> ``–``."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:g} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    return " ".join([f"{value} {unit}" for value, unit in parts if value][:2])
+
+
 def query_with(request: Request, **changes: Any) -> str:
     """This page's URL with some query parameters changed (None removes one): filters and pagers keep the rest."""
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
@@ -65,7 +79,7 @@ def query_with(request: Request, **changes: Any) -> str:
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(static_url=static_url, when=when)
+    env.globals.update(static_url=static_url, when=when, duration=duration)
     return env
 
 

@@ -57,15 +57,6 @@ def size_mb(megabytes: int | None) -> str:
     return f"{megabytes / 1024:.1f} GB".replace(".0 GB", " GB") if megabytes >= 1024 else f"{megabytes} MB"
 
 
-def duration(seconds: int | None) -> str:
-    if seconds is None:
-        return "–"
-    days, rest = divmod(int(seconds), 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    if days:
-        return f"{days} d {hours} h"
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def expiry(moment: date | datetime | None) -> dict[str, Any]:
@@ -167,7 +158,7 @@ def server_detail(server_id: IdPath, request: Request, session: DbSession,
         "live_charts": range_ in charts.LIVE_RANGES, "history": history(session, viewer, server_id),
         "domain_expiry": {domain.name: expiry(domain.ssl_expiry) for domain in server.domains},
         "certificate_expiry": {cert.path: expiry(cert.not_after) for cert in server.certificates},
-        "size_mb": size_mb, "duration": duration}
+        "size_mb": size_mb}
     if viewer.can("logs:read"):
         context["log"] = serverlogs.log_page(request, session, viewer, server_id, q, None)
     return render(request, "servers/detail.html", context)
@@ -178,4 +169,4 @@ def server_live(server_id: IdPath, request: Request, session: DbSession,
                 viewer: Viewer = Depends(reader("servers:read"))) -> Response:
     """The detail's live header: status, last seen, uptime."""
     server = _detail(request, session, viewer, server_id)
-    return render(request, "servers/live.html", {"server": server, "size_mb": size_mb, "duration": duration})
+    return render(request, "servers/live.html", {"server": server, "size_mb": size_mb})

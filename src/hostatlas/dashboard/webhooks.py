@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, StringConstraints
+from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
 from hostatlas.clock import utcnow
@@ -42,7 +42,6 @@ from hostatlas.webhooks.schemas import (
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
-Model = TypeVar("Model", bound=BaseModel)
 DeliveryId = Annotated[str, StringConstraints(max_length=32), Storable, Path()]
 EventQuery = Annotated[str, StringConstraints(max_length=64), Storable]
 EVENTS = sorted({*WEBHOOK_EVENTS, service.TEST_EVENT})
