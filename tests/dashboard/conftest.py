@@ -99,7 +99,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     yield from start_site(tmp_path_factory.mktemp("site"))
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open, its event loop runs in this thread and every
+# asyncio.run() of a later (non-browser) test in the same xdist process fails; a module's end closes it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
