@@ -7,13 +7,15 @@ DOM node count and the event listener count must be flat from the first refreshe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.dashboard.conftest import Site, chromium_or_skip, shoot, sign_in, start_site
-from tests.support import wait_until
+from tests.support import bearer, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,13 @@ def _memory(page: Any, cdp: Any) -> tuple[int, int, int]:
     return min(s[0] for s in samples), min(s[1] for s in samples), min(s[2] for s in samples)
 
 
+def _assert_flat(start: tuple[int, int, int], end: tuple[int, int, int], what: str) -> None:
+    heap_growth = end[0] - start[0]
+    assert heap_growth < 512 * 1024, f"heap grew by {heap_growth} bytes over {what} ({start} -> {end})"
+    assert end[1] <= start[1], f"DOM nodes grew over {what}: {start[1]} -> {end[1]}"
+    assert end[2] <= start[2], f"event listeners grew over {what}: {start[2]} -> {end[2]}"
+
+
 def test_a_page_left_open_does_not_grow(fast_site: Site, page: Any) -> None:
     # Something on every part of the overview, so that each refresh rebuilds real rows.
     for n in range(5):
@@ -67,8 +76,26 @@ def test_a_page_left_open_does_not_grow(fast_site: Site, page: Any) -> None:
     wait_until(lambda: swaps() >= 25, timeout=30, interval=0.2, what="25 refreshes")  # warmed up
     start = _memory(page, cdp)
     wait_until(lambda: swaps() >= 225, timeout=90, interval=0.5, what="200 more refreshes")
-    end = _memory(page, cdp)
-    heap_growth = end[0] - start[0]
-    assert heap_growth < 512 * 1024, f"heap grew by {heap_growth} bytes over 200 refreshes ({start} -> {end})"
-    assert end[1] <= start[1], f"DOM nodes grew: {start[1]} -> {end[1]}"
-    assert end[2] <= start[2], f"event listeners grew: {start[2]} -> {end[2]}"
+    _assert_flat(start, _memory(page, cdp), "200 refreshes")
+
+
+def test_a_server_page_with_live_charts_does_not_grow(fast_site: Site, page: Any) -> None:
+    """Five charts refetched and redrawn (uPlot) every 0.2 s, and the facts panel swapped by htmx."""
+    server_id, token = fast_site.agent_token("live-charts-1")
+    now = int(time.time())
+    series = [{"metric": metric, "labels": {}, "points": [[now - 15 * n, float(value + n % 7)] for n in range(200)]}
+              for metric, value in (("cpu.percent", 20), ("mem.used_percent", 50), ("load.1", 1))]
+    sent = httpx.post(f"{fast_site.base}/api/v1/agent/metrics", json={"series": series}, headers=bearer(token))
+    assert sent.status_code in (200, 202), sent.text
+    sign_in(page, fast_site)
+    page.goto(f"{fast_site.base}/servers/{server_id}?range=1h")
+    cdp = page.context.new_cdp_session(page)
+    page.evaluate("window.__draws = 0; document.addEventListener('hostatlas:chart-drawn', () => { window.__draws++; })")
+
+    def draws() -> int:
+        return int(page.evaluate("window.__draws"))
+
+    wait_until(lambda: draws() >= 50, timeout=20, interval=0.2, what="50 chart draws")  # warmed up
+    start = _memory(page, cdp)
+    wait_until(lambda: draws() >= 550, timeout=90, interval=0.5, what="500 more chart draws")
+    _assert_flat(start, _memory(page, cdp), "500 chart redraws")

@@ -62,6 +62,9 @@
   function draw(el, payload) {
     var state = el._hostatlas;
     var data = [payload.x].concat(payload.series.map(function (s) { return s.values; }));
+    // Nothing to draw yet (a new server, a metric it does not send): the chart says so instead of an empty grid.
+    var empty = payload.series.every(function (s) { return s.values.every(function (v) { return v == null; }); });
+    el.toggleAttribute("data-empty", empty);
     var format = formatter(el.dataset.unit || "");
     if (state.plot && state.labels === payload.series.map(function (s) { return s.label; }).join("\u0000")) {
       state.plot.setData(data);
