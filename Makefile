@@ -14,8 +14,8 @@ lint: deps
 	uv run --frozen mypy
 	uv run --frozen lint-imports --no-cache
 
-# The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse), in two pytest-xdist
-# processes (HOSTATLAS_TEST_WORKERS; most tests wait on real servers, so two halve the time even on two cores), a test
+# The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse), in three pytest-xdist
+# processes (HOSTATLAS_TEST_WORKERS; most tests wait on real servers, so three beat one even on two cores), a test
 # file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once. Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.
 # ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one.
@@ -30,4 +30,4 @@ test: lint
 	    echo "make test: WARNING: scripts/clickhouse start failed; the ClickHouse tests will be skipped" >&2; \
 	  fi; \
 	fi; \
-	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-2}" --dist loadfile $(ARGS)
+	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-3}" --dist loadfile $(ARGS)
