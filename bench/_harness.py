@@ -25,6 +25,7 @@ import httpx
 from sqlalchemy import Connection, create_engine, insert, text
 
 POSTGRES_URL = os.environ.get("HOSTATLAS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CLICKHOUSE_URL = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
 
 
 # A webhook receiver in its own process (aiohttp, answering 200 at once); argv[1] is its port.
@@ -76,6 +77,21 @@ def postgres_schema() -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def clickhouse_database() -> Iterator[str]:
+    """A private ClickHouse database for one run (its URL), dropped afterwards."""
+    from clickhouse_driver import Client  # type: ignore[import-untyped]
+
+    database = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
+    admin = Client.from_url(CLICKHOUSE_URL)
+    admin.execute(f"CREATE DATABASE {database}")
+    try:
+        yield CLICKHOUSE_URL.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {database}")
+        admin.disconnect()
 
 
 @contextlib.contextmanager

@@ -18,19 +18,16 @@ the passes). Target (issue 13): a pass under 5 s on each backend. Bounded: --pas
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from clickhouse_driver import Client
 from sqlalchemy import func, insert, select, text
 
 from hostatlas.alerts import service
@@ -44,9 +41,8 @@ from hostatlas.settings import Settings
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
 from hostatlas.telemetry.storage.contract import MetricPoint, TelemetryStore
 
-from _harness import postgres_schema
+from _harness import clickhouse_database, postgres_schema
 
-CLICKHOUSE_URL = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
 METRICS = [f"bench.metric_{index}" for index in range(10)]
 LABEL_SETS = ["dev=a", "dev=b", "dev=c"]
 WINDOW = 300
@@ -59,16 +55,6 @@ _NOW = int(time.time())
 T0 = datetime.fromtimestamp(_NOW - _NOW % STEP - STEP * 30, UTC)
 
 
-@contextmanager
-def clickhouse_database() -> Iterator[str]:
-    database = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
-    admin = Client.from_url(CLICKHOUSE_URL)
-    admin.execute(f"CREATE DATABASE {database}")
-    try:
-        yield CLICKHOUSE_URL.rsplit("/", 1)[0] + f"/{database}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {database}")
-        admin.disconnect()
 
 
 @contextmanager

@@ -57,9 +57,8 @@ from hostatlas.settings import Settings
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
 from hostatlas.telemetry.storage.contract import MetricPoint, TelemetryStore
 
-from _harness import free_port, percentile, postgres_schema, wait_until_answers
+from _harness import clickhouse_database, free_port, percentile, postgres_schema, wait_until_answers
 
-CLICKHOUSE_URL = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
 EMAIL = "owner@bench.example"
 PASSWORD = "bench-password-1234"
 TARGET_MS = 300.0
@@ -238,18 +237,6 @@ def seed_metrics(store: TelemetryStore, team_id: int, server_id: int, now: int, 
     return total
 
 
-@contextlib.contextmanager
-def clickhouse_database() -> Iterator[str]:
-    from clickhouse_driver import Client  # type: ignore[import-untyped]
-
-    database = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
-    admin = Client.from_url(CLICKHOUSE_URL)
-    admin.execute(f"CREATE DATABASE {database}")
-    try:
-        yield CLICKHOUSE_URL.rsplit("/", 1)[0] + f"/{database}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {database}")
-        admin.disconnect()
 
 
 @dataclass
