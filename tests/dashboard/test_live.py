@@ -55,11 +55,23 @@ def _memory(page: Any, cdp: Any) -> tuple[int, int, int]:
     return min(s[0] for s in samples), min(s[1] for s in samples), min(s[2] for s in samples)
 
 
-def _assert_flat(start: tuple[int, int, int], end: tuple[int, int, int], what: str) -> None:
+def assert_stays_flat(page: Any, event: str, *, warm_up: int, then: int) -> None:
+    """Count ``event`` on the page; after ``warm_up`` of them, its heap (under 512 KB of growth), DOM nodes and
+    event listeners (no growth) must not grow over ``then`` more."""
+    cdp = page.context.new_cdp_session(page)
+    page.evaluate(f"window.__seen = 0; document.addEventListener('{event}', () => {{ window.__seen++; }})")
+
+    def seen() -> int:
+        return int(page.evaluate("window.__seen"))
+
+    wait_until(lambda: seen() >= warm_up, timeout=30, interval=0.2, what=f"{warm_up} {event}")
+    start = _memory(page, cdp)
+    wait_until(lambda: seen() >= warm_up + then, timeout=90, interval=0.5, what=f"{then} more {event}")
+    end = _memory(page, cdp)
     heap_growth = end[0] - start[0]
-    assert heap_growth < 512 * 1024, f"heap grew by {heap_growth} bytes over {what} ({start} -> {end})"
-    assert end[1] <= start[1], f"DOM nodes grew over {what}: {start[1]} -> {end[1]}"
-    assert end[2] <= start[2], f"event listeners grew over {what}: {start[2]} -> {end[2]}"
+    assert heap_growth < 512 * 1024, f"heap grew by {heap_growth} bytes over {then} {event} ({start} -> {end})"
+    assert end[1] <= start[1], f"DOM nodes grew over {then} {event}: {start[1]} -> {end[1]}"
+    assert end[2] <= start[2], f"event listeners grew over {then} {event}: {start[2]} -> {end[2]}"
 
 
 def test_a_page_left_open_does_not_grow(fast_site: Site, page: Any) -> None:
@@ -67,16 +79,7 @@ def test_a_page_left_open_does_not_grow(fast_site: Site, page: Any) -> None:
     for n in range(5):
         fast_site.api.post("/api/v1/incidents", json={"title": f"Load high on app-{n}", "severity": "warning"})
     sign_in(page, fast_site)
-    cdp = page.context.new_cdp_session(page)
-    page.evaluate("window.__swaps = 0; document.addEventListener('htmx:afterSwap', () => { window.__swaps++; })")
-
-    def swaps() -> int:
-        return int(page.evaluate("window.__swaps"))
-
-    wait_until(lambda: swaps() >= 25, timeout=30, interval=0.2, what="25 refreshes")  # warmed up
-    start = _memory(page, cdp)
-    wait_until(lambda: swaps() >= 225, timeout=90, interval=0.5, what="200 more refreshes")
-    _assert_flat(start, _memory(page, cdp), "200 refreshes")
+    assert_stays_flat(page, "htmx:afterSwap", warm_up=25, then=200)
 
 
 def test_a_server_page_with_live_charts_does_not_grow(fast_site: Site, page: Any) -> None:
@@ -89,13 +92,4 @@ def test_a_server_page_with_live_charts_does_not_grow(fast_site: Site, page: Any
     assert sent.status_code in (200, 202), sent.text
     sign_in(page, fast_site)
     page.goto(f"{fast_site.base}/servers/{server_id}?range=1h")
-    cdp = page.context.new_cdp_session(page)
-    page.evaluate("window.__draws = 0; document.addEventListener('hostatlas:chart-drawn', () => { window.__draws++; })")
-
-    def draws() -> int:
-        return int(page.evaluate("window.__draws"))
-
-    wait_until(lambda: draws() >= 50, timeout=20, interval=0.2, what="50 chart draws")  # warmed up
-    start = _memory(page, cdp)
-    wait_until(lambda: draws() >= 550, timeout=90, interval=0.5, what="500 more chart draws")
-    _assert_flat(start, _memory(page, cdp), "500 chart redraws")
+    assert_stays_flat(page, "hostatlas:chart-drawn", warm_up=50, then=500)
