@@ -18,7 +18,8 @@ lint: deps
 # processes (HOSTATLAS_TEST_WORKERS; most tests wait on real servers, so three beat one even on two cores), a test
 # file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once. Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.
-# ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one.
+# ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one; the
+# two-shard cluster (+ ZooKeeper) by scripts/clickhouse-cluster unless HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL does.
 test: lint
 	@url="$${HOSTATLAS_TEST_CLICKHOUSE_URL:-}"; \
 	if [ -z "$$url" ]; then \
@@ -30,4 +31,15 @@ test: lint
 	    echo "make test: WARNING: scripts/clickhouse start failed; the ClickHouse tests will be skipped" >&2; \
 	  fi; \
 	fi; \
-	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-3}" --dist loadfile $(ARGS)
+	cluster_url="$${HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL:-}"; \
+	if [ -z "$$cluster_url" ]; then \
+	  if out="$$(scripts/clickhouse-cluster start)"; then \
+	    cluster_url="$$(printf '%s\n' "$$out" | tail -n 1)"; \
+	  elif [ "$${CI:-}" = "true" ]; then \
+	    echo "make test: scripts/clickhouse-cluster start failed, and CI needs the ClickHouse cluster" >&2; exit 1; \
+	  else \
+	    echo "make test: WARNING: scripts/clickhouse-cluster start failed; the cluster tests will be skipped" >&2; \
+	  fi; \
+	fi; \
+	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL="$$cluster_url" \
+	  uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-3}" --dist loadfile $(ARGS)

@@ -26,7 +26,7 @@ from hostatlas.db.engine import Database
 from hostatlas.models import metadata
 from hostatlas.settings import Settings
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
-from tests.support import Story, make_story
+from tests.support import CLICKHOUSE_CLUSTER, Story, make_story
 
 POSTGRES_URL = os.environ.get("HOSTATLAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HOSTATLAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -158,8 +158,8 @@ def _clickhouse_problem() -> str | None:
     return None
 
 
-def _clickhouse_database_url(database: str) -> str:
-    return urlunsplit(urlsplit(CLICKHOUSE_URL)._replace(path=f"/{database}"))
+def _clickhouse_database_url(database: str, server_url: str = CLICKHOUSE_URL) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
 
 
 @contextmanager
@@ -188,3 +188,47 @@ def clickhouse_db_url(clickhouse_url: str) -> Iterator[str]:
     session_database = urlsplit(clickhouse_url).path.strip("/")
     with _clickhouse_database(f"{session_database}_{uuid.uuid4().hex[:6]}") as url:
         yield url
+
+
+# Shard 1 of the two-shard test cluster (`scripts/clickhouse-cluster start` runs one); empty counts as unset, as above.
+CLICKHOUSE_CLUSTER_URL = os.environ.get("HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL") or "clickhouse://127.0.0.1:9101/default"
+# ON CLUSTER DDL waits for every server; a shard that is down must fail the fixture, not hang it for 3 minutes.
+_ON_CLUSTER_SETTINGS = {"distributed_ddl_task_timeout": 60}
+
+
+def _clickhouse_cluster_problem() -> str | None:
+    try:
+        client = Client.from_url(CLICKHOUSE_CLUSTER_URL)
+        try:
+            shards = client.execute(
+                "SELECT count() FROM system.clusters WHERE cluster = %(cluster)s", {"cluster": CLICKHOUSE_CLUSTER})
+        finally:
+            client.disconnect()
+    except Exception as exc:
+        return f"{CLICKHOUSE_CLUSTER_URL}: {type(exc).__name__}"
+    if shards[0][0] != 2:
+        return f"{CLICKHOUSE_CLUSTER_URL} has {shards[0][0]} shards in cluster {CLICKHOUSE_CLUSTER!r}, not 2"
+    return None
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster_url() -> str:
+    """Shard 1 of the two-shard ClickHouse cluster `hostatlas` (tests.support.CLICKHOUSE_CLUSTER); its servers also
+    form the one-shard, two-replica cluster `hostatlas_mirror` (deploy/clickhouse/config.d/)."""
+    problem = _clickhouse_cluster_problem()
+    require_service("The ClickHouse cluster", problem is None, problem or "")
+    return CLICKHOUSE_CLUSTER_URL
+
+
+@pytest.fixture
+def clickhouse_cluster_db_url(clickhouse_cluster_url: str) -> Iterator[str]:
+    """A fresh database on every server of the cluster (made and dropped ON CLUSTER); the URL is shard 1's."""
+    database = f"hostatlas_test_{uuid.uuid4().hex[:10]}"
+    admin = Client.from_url(clickhouse_cluster_url)
+    admin.execute(f"CREATE DATABASE {database} ON CLUSTER {CLICKHOUSE_CLUSTER}", settings=_ON_CLUSTER_SETTINGS)
+    try:
+        yield _clickhouse_database_url(database, clickhouse_cluster_url)
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {CLICKHOUSE_CLUSTER}",
+                      settings=_ON_CLUSTER_SETTINGS)
+        admin.disconnect()

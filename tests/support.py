@@ -23,6 +23,11 @@ from hostatlas.db.engine import Database
 from hostatlas.teams import service as teams
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Plan
 
+# The clusters deploy/clickhouse/config.d/hostatlas-cluster.xml defines over the two test servers
+# (scripts/clickhouse-cluster): two shards of one replica each, and one shard of two replicas.
+CLICKHOUSE_CLUSTER = "hostatlas"
+CLICKHOUSE_MIRROR_CLUSTER = "hostatlas_mirror"
+
 
 @dataclass
 class Story:

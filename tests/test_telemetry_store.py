@@ -25,6 +25,7 @@ from hostatlas.telemetry.storage.contract import (
     Tier,
 )
 from hostatlas.telemetry.storage.embedded import EmbeddedStore
+from tests.cluster_store import ClusterStore, cluster_store
 from tests.telemetry_data import (
     AGGREGATES,
     DAY,
@@ -41,15 +42,27 @@ from tests.telemetry_data import (
 )
 
 
-@pytest.fixture(params=["embedded", "clickhouse"])
+@pytest.fixture(scope="module")
+def cluster_database(clickhouse_cluster_url: str) -> Iterator[ClusterStore]:
+    """The store on two shards, migrated once for the module (ON CLUSTER DDL is slow) and emptied per test."""
+    with cluster_store(clickhouse_cluster_url) as made:
+        yield made
+
+
+@pytest.fixture(params=["embedded", "clickhouse", "clickhouse-cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TelemetryStore]:
     backend: TelemetryStore
     if request.param == "embedded":
         backend = EmbeddedStore(tmp_path / "telemetry.db")
-    else:
+    elif request.param == "clickhouse":
         from hostatlas.telemetry.storage.clickhouse import ClickHouseStore
 
         backend = ClickHouseStore(str(request.getfixturevalue("clickhouse_db_url")))
+    else:
+        # Two shards: every answer must be the one a single server gives (rows are sharded by server).
+        made: ClusterStore = request.getfixturevalue("cluster_database")
+        made.empty()
+        backend = made.open()
     backend.migrate()
     yield backend
     backend.close()

@@ -27,6 +27,7 @@ from hostatlas.telemetry.storage.contract import (
 )
 from hostatlas.telemetry.storage.embedded import EmbeddedStore
 from hostatlas.telemetry.storage.series import matches_labels
+from tests.cluster_store import ClusterStore, cluster_store
 from tests.telemetry_data import AGGREGATES, DAY, DAY_START, OTHER_TEAM, TEAM, insert_in_batches
 
 SERVERS = (11, 12, 13, 14)
@@ -35,7 +36,14 @@ T0 = DAY_START + 600
 
 # ClickHouse answers windows of the last day from a (team, metric, ts)-ordered copy of the raw points and older
 # ones from the raw table: the clock is set just after the data ("recent") or days later ("old") to test both.
-@pytest.fixture(params=["embedded", "clickhouse-recent", "clickhouse-old"])
+@pytest.fixture(scope="module")
+def cluster_database(clickhouse_cluster_url: str) -> Iterator[ClusterStore]:
+    """The store on two shards, migrated once for the module (ON CLUSTER DDL is slow) and emptied per test."""
+    with cluster_store(clickhouse_cluster_url) as made:
+        yield made
+
+
+@pytest.fixture(params=["embedded", "clickhouse-recent", "clickhouse-old", "clickhouse-cluster-recent"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TelemetryStore]:
     backend: TelemetryStore
     now = T0 + 3 * DAY
@@ -44,8 +52,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TelemetryS
     else:
         from hostatlas.telemetry.storage.clickhouse import ClickHouseStore
 
-        backend = ClickHouseStore(str(request.getfixturevalue("clickhouse_db_url")))
-        if request.param == "clickhouse-recent":
+        if request.param.startswith("clickhouse-cluster"):
+            made: ClusterStore = request.getfixturevalue("cluster_database")
+            made.empty()
+            backend = made.open()
+        else:
+            backend = ClickHouseStore(str(request.getfixturevalue("clickhouse_db_url")))
+        if request.param.endswith("-recent"):
             now = T0 + 1800
     with time_machine.travel(now, tick=False):
         backend.migrate()

@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str = ""  # empty: an SQLite file under data_dir
     clickhouse_url: str | None = None
+    # A cluster named in the ClickHouse servers' remote_servers: telemetry tables are made ON CLUSTER, one
+    # local table per shard and a Distributed table over them, sharded by server (docs/deploy.md).
+    clickhouse_cluster: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Replicated*MergeTree local tables under this ZooKeeper/Keeper path ({shard} and {replica} are the
+    # servers' macros; {database} and {table} are filled in by HostAtlas).
+    clickhouse_replicated: bool = False
+    clickhouse_replica_path: str = "/clickhouse/tables/{shard}/{database}/{table}"
     redis_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed; none by default.
@@ -120,6 +127,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or network") from None
         return ",".join(entries)
+
+    @field_validator("clickhouse_cluster", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("secret_key", "setup_token")
     @classmethod

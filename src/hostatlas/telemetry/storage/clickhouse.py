@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +25,17 @@ from urllib.parse import urlsplit, urlunsplit
 from clickhouse_driver import Client  # type: ignore[import-untyped]
 
 from hostatlas.clock import now_unix
+from hostatlas.telemetry.storage.clickhouse_schema import (
+    DAY,
+    DEFAULT_REPLICA_PATH,
+    LOG_INDEX,
+    LOGS,
+    RAW,
+    RECENT,
+    ROLLUPS,
+    Layout,
+    Table,
+)
 from hostatlas.telemetry.storage.contract import (
     TIER_SECONDS,
     Agg,
@@ -41,35 +51,16 @@ from hostatlas.telemetry.storage.contract import (
     WindowValue,
 )
 
-DAY = 86_400
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MUTATION_TIMEOUT = 600.0
-
-
-@dataclass(frozen=True)
-class _Table:
-    name: str
-    time_column: str
-    # Partitions span whole multiples of this many seconds since the epoch (UTC days, not the server's
-    # time zone), so retention can tell from a partition's number alone whether it is entirely too old.
-    partition_seconds: int
-
-
-_RAW = _Table("metrics_raw", "ts", DAY)
-_ROLLUPS = {Tier.MINUTE: _Table("metrics_1m", "bucket", DAY), Tier.HOUR: _Table("metrics_1h", "bucket", 30 * DAY)}
-_LOGS = _Table("logs", "ts", DAY)
-# The raw points again, ordered by (team, metric, time) for alert windows: the raw table's series-first order
-# makes "this metric, every server, the last 5 minutes" read the whole team's day. Windows starting less
-# than RECENT_SECONDS ago read it; it keeps twice that (never more than the raw tier) so the clocks of
-# the process that trims and the one that reads may differ by a day.
-_RECENT = _Table("metrics_recent", "ts", DAY)
+# Windows starting less than RECENT_SECONDS ago read the (team, metric, ts)-ordered copy of the raw points; it
+# keeps twice that (never more than the raw tier) so the clocks of the process that trims and the one that
+# reads may differ by a day.
 RECENT_SECONDS = DAY
 _RECENT_KEEP = 2 * DAY
 _SERVERS_IN_SQL = 500
 
 _METRIC_COLUMNS = "team_id, server_id, metric, labels, ts, value"
 _LOG_COLUMNS = "id, team_id, server_id, ts, source, level, message, fields, line"
-_SERIES_KEY = "team_id, server_id, metric, labels"
 
 _RAW_AGGS = {
     Agg.AVG: "avg(value)",
@@ -92,53 +83,6 @@ _ROLLUP_AGGS = {
 # hasToken's notion of a word, which the regex fallback copies so that both paths find the same lines:
 # runs of ASCII letters and digits plus any non-ASCII character; every other ASCII character separates.
 _SEPARATOR = r"[^0-9a-z\x{80}-\x{10ffff}]"
-_LOG_INDEX = ", INDEX line_tokens lowerUTF8(line) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 4"
-
-
-def _raw_ddl(db: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {db}.{_RAW.name} (
-        team_id UInt32, server_id UInt32, metric String, labels String, ts UInt32, value Float64
-    ) ENGINE = MergeTree PARTITION BY intDiv(ts, {_RAW.partition_seconds}) ORDER BY ({_SERIES_KEY}, ts)"""
-
-
-def _recent_ddl(db: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {db}.{_RECENT.name} (
-        team_id UInt32, metric String, ts UInt32, server_id UInt32, labels String, value Float64
-    ) ENGINE = MergeTree PARTITION BY intDiv(ts, {_RECENT.partition_seconds}) ORDER BY (team_id, metric, ts)"""
-
-
-def _recent_view_ddl(db: str) -> str:
-    return f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_RECENT.name}_mv TO {db}.{_RECENT.name} AS
-        SELECT team_id, metric, ts, server_id, labels, value FROM {db}.{_RAW.name}"""
-
-
-def _rollup_ddl(db: str, table: _Table) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {db}.{table.name} (
-        team_id UInt32, server_id UInt32, metric String, labels String, bucket UInt32,
-        min_v AggregateFunction(min, Float64),
-        max_v AggregateFunction(max, Float64),
-        sum_v AggregateFunction(sum, Float64),
-        count_v AggregateFunction(count),
-        last_v AggregateFunction(argMax, Float64, UInt32),
-        last_ts AggregateFunction(max, UInt32)
-    ) ENGINE = AggregatingMergeTree PARTITION BY intDiv(bucket, {table.partition_seconds})
-    ORDER BY ({_SERIES_KEY}, bucket)"""
-
-
-def _rollup_view_ddl(db: str, table: _Table, seconds: int) -> str:
-    return f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table.name}_mv TO {db}.{table.name} AS
-        SELECT {_SERIES_KEY}, toUInt32(intDiv(ts, {seconds}) * {seconds}) AS bucket,
-            minState(value) AS min_v, maxState(value) AS max_v, sumState(value) AS sum_v,
-            countState() AS count_v, argMaxState(value, ts) AS last_v, maxState(ts) AS last_ts
-        FROM {db}.{_RAW.name} GROUP BY {_SERIES_KEY}, bucket"""
-
-
-def _logs_ddl(db: str, index: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {db}.{_LOGS.name} (
-        id UInt64, team_id UInt32, server_id UInt32, ts Float64,
-        source String, level String, message String, fields String, line String{index}
-    ) ENGINE = MergeTree PARTITION BY intDiv(toUInt32(ts), {_LOGS.partition_seconds})
-    ORDER BY (team_id, server_id, ts, id)"""
 
 
 class _LogIds:
@@ -238,19 +182,24 @@ class _Pool:
 
 
 class ClickHouseStore:
-    """``TelemetryStore`` on ClickHouse; ``url`` is like ``clickhouse://host:9000/hostatlas``."""
+    """``TelemetryStore`` on ClickHouse; ``url`` is like ``clickhouse://host:9000/hostatlas``.
 
-    def __init__(self, url: str) -> None:
+    With ``cluster`` (a name from the servers' ``remote_servers``) the tables are made ``ON CLUSTER`` and
+    spread over its shards (clickhouse_schema.py); ``url`` may then name any of its servers.
+    """
+
+    def __init__(self, url: str, *, cluster: str | None = None, replicated: bool = False,
+                 replica_path: str = DEFAULT_REPLICA_PATH) -> None:
         parts = urlsplit(url)
-        database = parts.path.strip("/") or "default"
-        if not _IDENTIFIER.match(database):
-            raise ValueError(f"unsupported ClickHouse database name {database!r}")
-        self._database = database
-        self._db = f"`{database}`"
+        self._layout = Layout(parts.path.strip("/") or "default", cluster or None, replicated, replica_path)
+        self._db = self._layout.db
         # The target database may not exist yet: migrate() connects through `default` to create it.
         self._bootstrap_url = urlunsplit(parts._replace(path="/default"))
         self._pool = _Pool(url)
         self._has_token: bool | None = None
+        # Through a Distributed table, an INSERT returns once every shard has its rows, not once they are
+        # queued on this server for sending later: acknowledged means stored, as on one server.
+        self._insert_settings = {"insert_distributed_sync": 1} if cluster else {}
 
     def _execute(self, sql: str, params: Any = None, **kwargs: Any) -> Any:
         with self._pool.client() as client:
@@ -261,20 +210,17 @@ class ClickHouseStore:
     def migrate(self) -> None:
         bootstrap = Client.from_url(self._bootstrap_url)
         try:
-            bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self._db}")
+            bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self._db}{self._layout.on_cluster}")
         finally:
             bootstrap.disconnect()
         # A view needs its source table to exist, and a raw INSERT that finds no view is never folded in
-        # later: migrate before the first write.
-        self._execute(_raw_ddl(self._db))
-        for tier, table in _ROLLUPS.items():
-            self._execute(_rollup_ddl(self._db, table))
-            self._execute(_rollup_view_ddl(self._db, table, TIER_SECONDS[tier]))
-        # Filled from its creation on: on an upgraded install, windows reaching back before it see only
-        # the points since (a 5-minute rule sees whole windows 5 minutes after the upgrade).
-        self._execute(_recent_ddl(self._db))
-        self._execute(_recent_view_ddl(self._db))
+        # later: migrate before the first write. The logs table is last: it may take several attempts.
+        *tables, _ = self._layout.statements(logs_index="")
+        for statement in tables:
+            self._execute(statement)
         self._create_logs_table()
+        for statement in self._layout.distributed_statements():
+            self._execute(statement)
 
     def _create_logs_table(self) -> None:
         """With a token bloom filter index where the server has them; 18.16 cannot even parse one.
@@ -283,21 +229,22 @@ class ClickHouseStore:
         both; the last attempt, without the index, raises the error if the table cannot be made at all.
         """
         attempts: list[tuple[str, dict[str, int]]] = [
-            (_LOG_INDEX, {"allow_experimental_data_skipping_indices": 1}),
-            (_LOG_INDEX, {}),
+            (LOG_INDEX, {"allow_experimental_data_skipping_indices": 1}),
+            (LOG_INDEX, {}),
         ]
         for index, settings in attempts:
             try:
-                self._execute(_logs_ddl(self._db, index), settings=settings)
+                self._execute(self._layout.logs_statement(index), settings=settings)
                 return
             except Exception:  # the next, plainer attempt follows
                 continue
-        self._execute(_logs_ddl(self._db, ""))
+        self._execute(self._layout.logs_statement(""))
 
     # -- writes --
 
     def ping(self) -> None:
-        self._execute("SELECT 1")
+        # On a cluster, every shard must answer: a write to the Distributed tables needs them all.
+        self._execute(f"SELECT count() FROM {self._layout.parts_source().format('one')}")
 
     def insert_metrics(self, points: Sequence[MetricPoint]) -> None:
         if not points:
@@ -310,7 +257,7 @@ class ClickHouseStore:
             [p.ts for p in points],
             [p.value for p in points],
         ]
-        self._insert(_RAW.name, _METRIC_COLUMNS, columns)
+        self._insert(RAW.name, _METRIC_COLUMNS, columns)
 
     def insert_logs(self, records: Sequence[LogRecord]) -> None:
         if not records:
@@ -326,12 +273,12 @@ class ClickHouseStore:
             [r.fields for r in records],
             [r.line for r in records],
         ]
-        self._insert(_LOGS.name, _LOG_COLUMNS, columns)
+        self._insert(LOGS.name, _LOG_COLUMNS, columns)
 
     def _insert(self, table: str, names: str, columns: list[list[Any]]) -> None:
         # One INSERT per call: ClickHouse makes a part per INSERT and partition, so batches must stay big.
         sql = f"INSERT INTO {self._db}.{table} ({names}) VALUES"
-        self._execute(sql, columns, columnar=True, types_check=False)
+        self._execute(sql, columns, columnar=True, types_check=False, settings=self._insert_settings)
 
     # -- metric reads --
 
@@ -342,9 +289,9 @@ class ClickHouseStore:
         if not query.server_ids:
             return []
         if query.tier == Tier.RAW:
-            table, aggregate = _RAW, _RAW_AGGS[query.agg]
+            table, aggregate = RAW, _RAW_AGGS[query.agg]
         else:
-            table, aggregate = _ROLLUPS[query.tier], _ROLLUP_AGGS[query.agg]
+            table, aggregate = ROLLUPS[query.tier], _ROLLUP_AGGS[query.agg]
         params: dict[str, Any] = {
             "team_id": query.team_id,
             "server_ids": tuple(query.server_ids),
@@ -381,7 +328,7 @@ class ClickHouseStore:
             servers = " AND server_id IN %(server_ids)s"
         # A recent window reads the (team, metric, ts)-ordered copy: only the granules of the window. One
         # GROUP BY answers for every server at once.
-        table = _RECENT if query.start >= now_unix() - RECENT_SECONDS else _RAW
+        table = RECENT if query.start >= now_unix() - RECENT_SECONDS else RAW
         sql = f"""SELECT server_id, labels, {_RAW_AGGS[query.agg]} AS v
             FROM {self._db}.{table.name}
             PREWHERE team_id = %(team_id)s AND metric = %(metric)s AND ts >= %(start)s AND ts < %(end)s{servers}
@@ -409,7 +356,7 @@ class ClickHouseStore:
 
     def metric_names(self, team_id: int, server_id: int) -> list[tuple[str, str]]:
         # Every tier, since each keeps its own retention and may outlive the others.
-        tables = [_RAW, *_ROLLUPS.values()]
+        tables = [RAW, *ROLLUPS.values()]
         union = " UNION ALL ".join(
             f"SELECT DISTINCT metric, labels FROM {self._db}.{table.name} "
             "WHERE team_id = %(team_id)s AND server_id = %(server_id)s"
@@ -427,7 +374,7 @@ class ClickHouseStore:
         params: dict[str, Any] = {"team_id": query.team_id, "limit": query.limit}
         where = self._log_where(query, params, paged=True)
         sql = f"""SELECT id, server_id, ts, source, level, message, fields, line
-            FROM {self._db}.{_LOGS.name} WHERE {where}
+            FROM {self._db}.{LOGS.name} WHERE {where}
             ORDER BY ts DESC, id DESC LIMIT %(limit)s"""
         return [StoredLog(*row) for row in self._execute(sql, params)]
 
@@ -436,7 +383,7 @@ class ClickHouseStore:
             return 0
         params: dict[str, Any] = {"team_id": query.team_id}
         where = self._log_where(query, params, paged=False)
-        return int(self._execute(f"SELECT count() FROM {self._db}.{_LOGS.name} WHERE {where}", params)[0][0])
+        return int(self._execute(f"SELECT count() FROM {self._db}.{LOGS.name} WHERE {where}", params)[0][0])
 
     def _log_where(self, query: LogQuery, params: dict[str, Any], *, paged: bool) -> str:
         conditions = ["team_id = %(team_id)s", *_log_filters(query, params), *self._text_filters(query, params)]
@@ -474,53 +421,57 @@ class ClickHouseStore:
         bucket states that ClickHouse had not merged yet.
         """
         plan = [
-            (_RAW, retention.raw_seconds),
-            (_ROLLUPS[Tier.MINUTE], retention.minute_seconds),
-            (_ROLLUPS[Tier.HOUR], retention.hour_seconds),
-            (_LOGS, retention.logs_seconds),
+            (RAW, retention.raw_seconds),
+            (ROLLUPS[Tier.MINUTE], retention.minute_seconds),
+            (ROLLUPS[Tier.HOUR], retention.hour_seconds),
+            (LOGS, retention.logs_seconds),
         ]
         removed = {table.name: self._expire(table, now - seconds) for table, seconds in plan}
         # Not reported: a copy of raw points. Whole old days go; when the raw tier keeps less than the copy
         # would, the copy is trimmed exactly like it, so a window reads the same points from either table.
         if retention.raw_seconds < _RECENT_KEEP:
-            self._expire(_RECENT, now - retention.raw_seconds)
+            self._expire(RECENT, now - retention.raw_seconds)
         else:
-            self._drop_old_partitions(_RECENT, now - _RECENT_KEEP)
+            self._drop_old_partitions(RECENT, now - _RECENT_KEEP)
         return removed
 
-    def _expire(self, table: _Table, cutoff: int) -> int:
+    def _expire(self, table: Table, cutoff: int) -> int:
         removed = self._drop_old_partitions(table, cutoff)
         # 18.16 has no TTL: the partition holding the cutoff keeps older rows until a mutation rewrites
         # the parts that hold some (the others it only hard-links), which costs up to a day's partition.
         where = f"{table.time_column} < %(cutoff)s"
         leftover = self._execute(f"SELECT count() FROM {self._db}.{table.name} WHERE {where}", {"cutoff": cutoff})
         if leftover[0][0]:
-            self._execute(f"ALTER TABLE {self._db}.{table.name} DELETE WHERE {where}", {"cutoff": cutoff})
+            self._execute(f"ALTER TABLE {self._db}.{self._layout.stored(table)}{self._layout.on_cluster}"
+                          f" DELETE WHERE {where}", {"cutoff": cutoff})
             self._wait_for_mutations(table)
         return int(removed + leftover[0][0])
 
-    def _drop_old_partitions(self, table: _Table, cutoff: int) -> int:
-        """Drops every partition whose whole span lies before the cutoff; returns the rows they held."""
+    def _drop_old_partitions(self, table: Table, cutoff: int) -> int:
+        """Drops every partition whose whole span lies before the cutoff, on every shard; returns the rows
+        they held. (On a replicated cluster, the parts of one replica per shard are counted.)"""
         rows = self._execute(
-            "SELECT partition, sum(rows) FROM system.parts"
+            f"SELECT partition, sum(rows) FROM {self._layout.parts_source().format('parts')}"
             " WHERE database = %(database)s AND table = %(table)s AND active GROUP BY partition",
-            {"database": self._database, "table": table.name},
+            {"database": self._layout.database, "table": self._layout.stored(table)},
         )
         removed = 0
         for partition, count in rows:
             if (int(partition) + 1) * table.partition_seconds <= cutoff:
-                self._execute(f"ALTER TABLE {self._db}.{table.name} DROP PARTITION %(p)s", {"p": int(partition)})
+                self._execute(f"ALTER TABLE {self._db}.{self._layout.stored(table)}{self._layout.on_cluster}"
+                              " DROP PARTITION %(p)s", {"p": int(partition)})
                 removed += count
         return removed
 
-    def _wait_for_mutations(self, table: _Table) -> None:
-        # 18.16 runs mutations in the background and lacks mutations_sync: poll until they are done.
+    def _wait_for_mutations(self, table: Table) -> None:
+        # 18.16 runs mutations in the background and lacks mutations_sync: poll until every shard is done.
         deadline = time.monotonic() + _MUTATION_TIMEOUT
         sql = (
-            "SELECT count() FROM system.mutations"
+            f"SELECT count() FROM {self._layout.parts_source().format('mutations')}"
             " WHERE database = %(database)s AND table = %(table)s AND is_done = 0"
         )
-        while self._execute(sql, {"database": self._database, "table": table.name})[0][0]:
+        params = {"database": self._layout.database, "table": self._layout.stored(table)}
+        while self._execute(sql, params)[0][0]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ClickHouse did not finish deleting old rows of {table.name}")
             time.sleep(0.05)

@@ -12,7 +12,9 @@ def open_store(settings: Settings) -> TelemetryStore:
     if settings.clickhouse_url:
         from hostatlas.telemetry.storage.clickhouse import ClickHouseStore
 
-        store = ClickHouseStore(settings.clickhouse_url)
+        store = ClickHouseStore(settings.clickhouse_url, cluster=settings.clickhouse_cluster,
+                                replicated=settings.clickhouse_replicated,
+                                replica_path=settings.clickhouse_replica_path)
     else:
         from hostatlas.telemetry.storage.embedded import EmbeddedStore
 
