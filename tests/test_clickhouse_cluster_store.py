@@ -155,3 +155,22 @@ def test_replicated_tables_hold_the_same_rows_on_both_replicas(clickhouse_cluste
         store.close()
         shards[0].execute(f"DROP DATABASE IF EXISTS `{database}` ON CLUSTER {CLICKHOUSE_MIRROR_CLUSTER}",
                           settings={"distributed_ddl_task_timeout": 60})
+
+
+def test_a_single_server_database_is_not_silently_reused_by_a_cluster(clickhouse_cluster_url: str,
+                                                                     made: ClusterStore) -> None:
+    """Switching HOSTATLAS_CLICKHOUSE_CLUSTER on (or off) over an existing database must fail loudly."""
+    database = f"hostatlas_test_{uuid.uuid4().hex[:10]}"
+    url = urlunsplit(urlsplit(clickhouse_cluster_url)._replace(path=f"/{database}"))
+    single = ClickHouseStore(url)
+    try:
+        single.migrate()
+        with pytest.raises(ValueError, match="made for one server"):
+            ClickHouseStore(url, cluster=CLICKHOUSE_CLUSTER).migrate()
+    finally:
+        single.close()
+        admin = Client.from_url(clickhouse_cluster_url)
+        admin.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        admin.disconnect()
+    with pytest.raises(ValueError, match="made for a cluster"):
+        ClickHouseStore(made.url).migrate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -11,6 +13,8 @@ from sqlalchemy import text
 from hostatlas.db.engine import Database
 from hostatlas.db.migrate import upgrade
 from hostatlas.models import metadata
+from tests.conftest import _postgres_problem, private_postgres_schema, require_service
+from tests.support import hostatlas_command
 
 
 def test_the_migrated_schema_is_the_models_schema(migrated_db: Database) -> None:
@@ -43,3 +47,23 @@ def test_default_alert_rules_go_to_teams_without_servers_only(tmp_path: Path) ->
                                                  ("default", "mem.used_percent", 95.0, 600, "warning")]
     finally:
         db.dispose()
+
+
+
+def test_concurrent_migrations_on_postgresql_queue_instead_of_failing(tmp_path: Path) -> None:
+    """Nodes that start together all migrate: on PostgreSQL they take turns (an advisory lock), and all succeed."""
+    problem = _postgres_problem()
+    require_service("PostgreSQL", problem is None, problem or "")
+    with private_postgres_schema("hostatlas_migrate") as url:
+        env = {**os.environ, "HOSTATLAS_DATABASE_URL": url, "HOSTATLAS_DATA_DIR": str(tmp_path)}
+        runs = [subprocess.Popen([*hostatlas_command(), "migrate"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT) for _ in range(3)]
+        outputs = [run.communicate(timeout=120)[0].decode(errors="replace") for run in runs]
+        assert [run.returncode for run in runs] == [0, 0, 0], outputs
+        db = Database(url)
+        try:
+            with db.engine.connect() as connection:
+                assert len(connection.execute(text("SELECT version_num FROM alembic_version")).all()) == 1
+                assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        finally:
+            db.dispose()

@@ -213,6 +213,7 @@ class ClickHouseStore:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self._db}{self._layout.on_cluster}")
         finally:
             bootstrap.disconnect()
+        self._refuse_other_layout()
         # A view needs its source table to exist, and a raw INSERT that finds no view is never folded in
         # later: migrate before the first write. The logs table is last: it may take several attempts.
         *tables, _ = self._layout.statements(logs_index="")
@@ -221,6 +222,19 @@ class ClickHouseStore:
         self._create_logs_table()
         for statement in self._layout.distributed_statements():
             self._execute(statement)
+
+    def _refuse_other_layout(self) -> None:
+        """A database made for one server cannot become a cluster's, nor the reverse: IF NOT EXISTS would keep
+        the old tables and leave the new local ones without views. Say so instead of storing nowhere."""
+        rows = self._execute("SELECT engine FROM system.tables WHERE database = %(database)s AND name = %(name)s",
+                             {"database": self._layout.database, "name": RAW.name})
+        if not rows:
+            return
+        distributed = rows[0][0] == "Distributed"
+        if distributed != bool(self._layout.cluster):
+            made_for = "a cluster" if distributed else "one server"
+            raise ValueError(f"ClickHouse database {self._layout.database!r} was made for {made_for}; "
+                             "use another database for this layout (docs/deploy.md)")
 
     def _create_logs_table(self) -> None:
         """With a token bloom filter index where the server has them; 18.16 cannot even parse one.
