@@ -11,11 +11,17 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostatlas import errors
+from hostatlas.pipelines.isolation import is_outage
 
 log = structlog.get_logger(__name__)
+
+# Seconds a client is asked to wait when the database is unreachable: a restart or a failover takes about that.
+DATABASE_RETRY_AFTER = 5
 
 STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.NotFound: 404,
@@ -120,10 +126,25 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, status, code, message, headers=dict(exc.headers or {}))
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down, restarting or out of connections: a 503 the client may retry, not a 500.
+
+    Nothing was committed (the request's one transaction failed), so a retry cannot apply anything twice.
+    Any other database error is a bug, and goes on to the catch-all's 500."""
+    if not is_outage(exc):
+        raise exc
+    log.warning("database_unavailable", error=type(exc).__name__, path=request.url.path,
+                request_id=request_id_of(request))
+    return error_response(request, 503, "unavailable", "The database is unavailable; retry shortly",
+                          headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(errors.DomainError, _on_domain_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    for outage in (DBAPIError, DisconnectionError, PoolTimeout):
+        app.add_exception_handler(outage, _on_database_error)
 
 
 def internal_error_body(request_id: str) -> dict[str, Any]:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from limits import parse
@@ -28,6 +30,9 @@ from hostatlas.clock import now_unix
 log = structlog.get_logger(__name__)
 
 BEARER_PREFIXES = (tokens.API_KEY_PREFIX, tokens.AGENT_TOKEN_PREFIX)
+T = TypeVar("T")
+# While Redis is unreachable every request would fail the same way: warn at the first, then once a period.
+OUTAGE_WARNING_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -116,16 +121,45 @@ class RateLimiter:
         self._local = None if redis_url else _LocalWindows(self.item.amount, self.item.get_expiry())
         self.strategy = FixedWindowRateLimiter(
             RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix="hostatlas")) if redis_url else None
+        self._unreachable_since: float | None = None  # monotonic; set while Redis does not answer
+        self._warned_at = 0.0
 
     async def hit(self, identity: str) -> Decision:
         if self._local is not None:
             return self._local.hit(identity)
-        assert self.strategy is not None
+        strategy = self.strategy
+        assert strategy is not None
         try:
-            allowed = await self.strategy.hit(self.item, identity)
-            stats = await self.strategy.get_window_stats(self.item, identity)
+            allowed = await self._on_redis(lambda: strategy.hit(self.item, identity))
+            stats = await self._on_redis(lambda: strategy.get_window_stats(self.item, identity))
         except Exception as exc:
-            # A limiter outage must not take the API down with it: let the request through, loudly.
-            log.warning("rate_limiter_unavailable", error=type(exc).__name__)
+            # A limiter outage must not take the API down with it: let the request through, and say so.
+            self._note_unreachable(exc)
             return Decision(True, self.item.amount, self.item.amount, now_unix() + self.item.get_expiry())
+        if self._unreachable_since is not None:
+            log.info("rate_limiter_recovered", unreachable_seconds=round(time.monotonic() - self._unreachable_since))
+            self._unreachable_since = None
         return Decision(allowed, self.item.amount, stats.remaining, stats.reset_time)
+
+    async def _on_redis(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call``, and once more if it fails while Redis was answering: a pooled connection idle since before a
+        Redis restart fails once (seen in tests/test_fault_redis.py) and is replaced. During an outage, once."""
+        try:
+            return await call()
+        except Exception:
+            if self._unreachable_since is not None:
+                raise
+        return await call()
+
+    def _note_unreachable(self, exc: Exception) -> None:
+        """Warn when Redis stops answering and every OUTAGE_WARNING_EVERY_S while it stays away, not at each of
+        the thousands of requests a second that are let through meanwhile."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._warned_at < OUTAGE_WARNING_EVERY_S:
+            return
+        self._warned_at = now
+        log.warning("rate_limiter_unavailable", error=type(exc).__name__,
+                    unreachable_seconds=round(now - self._unreachable_since),
+                    consequence="requests are let through unlimited until Redis answers")

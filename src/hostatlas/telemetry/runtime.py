@@ -50,7 +50,7 @@ class Telemetry:
     @classmethod
     def start(cls, settings: Settings, db: Database | None = None) -> Telemetry:
         """``db``: the serving process's database, where a storer thread sets aside frames it cannot store."""
-        store = open_store(settings)
+        store = cls._open_store(settings)
         spool = Spool(settings.telemetry_spool_dir or settings.data_dir / "telemetry-spool",
                       fsync=settings.telemetry_spool_fsync)
         writers = {kind: SpoolWriter(spool.segments(kind), spool.directory, name=kind.name.lower(),
@@ -65,6 +65,21 @@ class Telemetry:
             storer = StorerThread(Storer(store, spool.directory, limits, max_rows=settings.telemetry_batch_rows,
                                          quarantine=FrameQuarantine(settings.resolved_database_url, db)))
         return cls(store, spool, writers, limits, storer)
+
+    @staticmethod
+    def _open_store(settings: Settings) -> TelemetryStore:
+        """The store this process reads. A storer process migrates it again before its first write, so a
+        ClickHouse that is down when an API node starts only delays reads: the node starts, and acknowledges
+        agents' batches into its spool meanwhile. A storer thread writes through this store, so there the
+        schema must exist first and an unreachable store stops the start."""
+        store = open_store(settings, migrate=False)
+        try:
+            store.migrate()
+        except Exception as exc:
+            if settings.telemetry_storer != "process":
+                raise
+            log.warning("telemetry_store_unreachable_at_start", error=type(exc).__name__)
+        return store
 
     async def accept_batch(self, kind: Kind, *, team_id: int, server_id: int, body: bytes) -> Verdict:
         """What an agent's batch does, whichever path served it: judged entry by entry, and durable before

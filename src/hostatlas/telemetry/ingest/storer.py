@@ -318,6 +318,22 @@ class StorerProcess:
             self._process.wait()
 
 
+def _open_store_when_it_answers(opener: Callable[[], TelemetryStore], stop: threading.Event, *,
+                                still_wanted: Callable[[], bool]) -> TelemetryStore | None:
+    """The store, opened (and migrated) once it answers: a ClickHouse that is down or restarting when this process
+    starts is an outage the spool waits out, not a reason to die and be respawned with a traceback every second.
+    None if told to stop first."""
+    delay = 0.5
+    while not stop.is_set() and still_wanted():
+        try:
+            return opener()
+        except Exception as exc:
+            log.warning("telemetry_store_unreachable", error=type(exc).__name__, retry_in=delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+    return None
+
+
 def main(directory: Path, parent: int) -> None:
     """The child process: store this directory's segments until SIGTERM, or until the parent is gone."""
     from hostatlas.logging import configure as configure_logging
@@ -331,7 +347,10 @@ def main(directory: Path, parent: int) -> None:
     if lock is None:
         log.error("telemetry_storer_already_running", directory=str(directory))
         return
-    store = open_store(settings)
+    store = _open_store_when_it_answers(lambda: open_store(settings), stop, still_wanted=lambda: os.getppid() == parent)
+    if store is None:
+        os.close(lock)
+        return
     quarantine = FrameQuarantine(settings.resolved_database_url)
     try:
         Storer(store, directory, limits_of(settings), max_rows=settings.telemetry_batch_rows,

@@ -213,7 +213,10 @@ class ClickHouseStore:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self._db}{self._layout.on_cluster}")
         finally:
             bootstrap.disconnect()
-        self._refuse_other_layout()
+        if self._migrated_already():
+            # Every process that opens the store migrates it (each node, its storer, each worker): on a cluster
+            # that would be some 15 ON CLUSTER statements through ZooKeeper each time, so look first.
+            return
         # A view needs its source table to exist, and a raw INSERT that finds no view is never folded in
         # later: migrate before the first write. The logs table is last: it may take several attempts.
         *tables, _ = self._layout.statements(logs_index="")
@@ -223,18 +226,17 @@ class ClickHouseStore:
         for statement in self._layout.distributed_statements():
             self._execute(statement)
 
-    def _refuse_other_layout(self) -> None:
-        """A database made for one server cannot become a cluster's, nor the reverse: IF NOT EXISTS would keep
-        the old tables and leave the new local ones without views. Say so instead of storing nowhere."""
-        rows = self._execute("SELECT engine FROM system.tables WHERE database = %(database)s AND name = %(name)s",
-                             {"database": self._layout.database, "name": RAW.name})
-        if not rows:
-            return
-        distributed = rows[0][0] == "Distributed"
-        if distributed != bool(self._layout.cluster):
-            made_for = "a cluster" if distributed else "one server"
+    def _migrated_already(self) -> bool:
+        """Whether the tables are all there already. A database made for one server cannot become a cluster's,
+        nor the reverse: IF NOT EXISTS would keep the old tables and leave the new local ones without views.
+        Say so instead of storing nowhere."""
+        engines = dict(self._execute("SELECT name, engine FROM system.tables WHERE database = %(database)s",
+                                     {"database": self._layout.database}))
+        if RAW.name in engines and (engines[RAW.name] == "Distributed") != bool(self._layout.cluster):
+            made_for = "a cluster" if engines[RAW.name] == "Distributed" else "one server"
             raise ValueError(f"ClickHouse database {self._layout.database!r} was made for {made_for}; "
                              "use another database for this layout (docs/deploy.md)")
+        return self._layout.expected_tables() <= engines.keys()
 
     def _create_logs_table(self) -> None:
         """With a token bloom filter index where the server has them; 18.16 cannot even parse one.

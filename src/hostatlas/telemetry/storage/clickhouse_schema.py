@@ -86,6 +86,14 @@ class Layout:
         path = self.replica_path.replace("{database}", self.database).replace("{table}", self.stored(table))
         return f"Replicated{kind}('{path}', '{{replica}}')"
 
+    def expected_tables(self) -> set[str]:
+        """Every table and view migrate() makes on each server: when all exist, there is nothing to do."""
+        names = {self.stored(table) for table in ALL_TABLES}
+        names |= {f"{table.name}_mv" for table in (*ROLLUPS.values(), RECENT)}
+        if self.cluster:
+            names |= {table.name for table in ALL_TABLES}
+        return names
+
     # -- DDL, in the order migrate() runs it --
 
     def statements(self, *, logs_index: str) -> list[str]:

@@ -6,8 +6,9 @@ from hostatlas.settings import Settings
 from hostatlas.telemetry.storage.contract import Retention, TelemetryStore
 
 
-def open_store(settings: Settings) -> TelemetryStore:
-    """ClickHouse when HOSTATLAS_CLICKHOUSE_URL is set, else the embedded SQLite store; schema ensured."""
+def open_store(settings: Settings, *, migrate: bool = True) -> TelemetryStore:
+    """ClickHouse when HOSTATLAS_CLICKHOUSE_URL is set, else the embedded SQLite store; schema ensured unless
+    ``migrate`` is false."""
     store: TelemetryStore
     if settings.clickhouse_url:
         from hostatlas.telemetry.storage.clickhouse import ClickHouseStore
@@ -19,7 +20,8 @@ def open_store(settings: Settings) -> TelemetryStore:
         from hostatlas.telemetry.storage.embedded import EmbeddedStore
 
         store = EmbeddedStore(settings.data_dir / "telemetry.db")
-    store.migrate()
+    if migrate:
+        store.migrate()
     return store
 
 
