@@ -15,7 +15,7 @@ lint: deps
 	uv run --frozen lint-imports --no-cache
 
 # The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse), in three pytest-xdist
-# processes (HOSTATLAS_TEST_WORKERS; most tests wait on real servers, so three beat one even on two cores), a test
+# processes (HOSTATLAS_TEST_WORKERS, default 4; most tests wait on real servers and processes, so four beat one even on two cores), a test
 # file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once. Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.
 # ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one; the
@@ -42,4 +42,4 @@ test: lint
 	  fi; \
 	fi; \
 	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL="$$cluster_url" \
-	  uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-3}" --dist loadfile $(ARGS)
+	  uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-4}" --dist loadfile $(ARGS)

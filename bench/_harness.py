@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -15,17 +16,25 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
-from sqlalchemy import Connection, create_engine, insert, text
+import orjson
+import psutil
+from sqlalchemy import Connection, create_engine, insert, select, text
 
 POSTGRES_URL = os.environ.get("HOSTATLAS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLICKHOUSE_URL = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
+# The two-shard cluster (scripts/clickhouse-cluster start): shard 1's server, and the cluster's name.
+CLICKHOUSE_CLUSTER_URL = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_CLUSTER_URL", "clickhouse://127.0.0.1:9101/default")
+CLICKHOUSE_CLUSTER = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_CLUSTER", "hostatlas")
+# Rate-limit windows in a Redis database of the benches' own, away from the tests' (0).
+REDIS_URL = os.environ.get("HOSTATLAS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 
 
 # A webhook receiver in its own process (aiohttp, answering 200 at once); argv[1] is its port.
@@ -80,18 +89,55 @@ def postgres_schema() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def clickhouse_database() -> Iterator[str]:
-    """A private ClickHouse database for one run (its URL), dropped afterwards."""
+def clickhouse_database(server_url: str = CLICKHOUSE_URL, *, cluster: str | None = None) -> Iterator[str]:
+    """A private ClickHouse database for one run (its URL on ``server_url``), dropped afterwards; with
+    ``cluster``, on every server of it. Made and dropped server by server, not ON CLUSTER: distributed DDL
+    waits in one queue for every server, behind whatever else runs on the cluster."""
     from clickhouse_driver import Client  # type: ignore[import-untyped]
 
     database = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
-    admin = Client.from_url(CLICKHOUSE_URL)
-    admin.execute(f"CREATE DATABASE {database}")
+    servers = cluster_servers(server_url, cluster) if cluster else [server_url]
+    for url in servers:
+        admin = Client.from_url(url)
+        try:
+            admin.execute(f"CREATE DATABASE {database}")
+        finally:
+            admin.disconnect()
     try:
-        yield CLICKHOUSE_URL.rsplit("/", 1)[0] + f"/{database}"
+        yield server_url.rsplit("/", 1)[0] + f"/{database}"
     finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {database}")
+        for url in servers:
+            admin = Client.from_url(url)
+            try:
+                admin.execute(f"DROP DATABASE IF EXISTS {database}")
+            finally:
+                admin.disconnect()
+
+
+def cluster_servers(server_url: str, cluster: str) -> list[str]:
+    """The URL of every server of ``cluster``, as ``server_url``'s server knows them (system.clusters)."""
+    from clickhouse_driver import Client
+
+    admin = Client.from_url(server_url)
+    try:
+        rows = admin.execute("SELECT host_address, port FROM system.clusters WHERE cluster = %(cluster)s "
+                             "ORDER BY shard_num, replica_num", {"cluster": cluster})
+    finally:
         admin.disconnect()
+    return [f"clickhouse://{host}:{port}/default" for host, port in rows]
+
+
+def clickhouse_rows(url: str) -> tuple[int, int]:
+    """Metric samples and log lines stored in the ClickHouse database at ``url`` (on a cluster: every shard's,
+    read through the Distributed tables)."""
+    from clickhouse_driver import Client
+
+    client = Client.from_url(url)
+    try:
+        return (int(client.execute("SELECT count() FROM metrics_raw")[0][0]),
+                int(client.execute("SELECT count() FROM logs")[0][0]))
+    finally:
+        client.disconnect()
 
 
 @contextlib.contextmanager
@@ -256,3 +302,224 @@ def load_arguments(description: str | None, *, count: tuple[str, int, str], rate
     args = parser.parse_args()
     args.duration = min(args.duration, 120.0)
     return args
+
+
+# What a host's agent sends (bench/ingest.py, bench/soak.py): 30 series a metrics batch, and log lines of a
+# realistic mix (nginx access and error, syslog, JSON and plain lines).
+METRICS = ["cpu.percent", "load.1", "load.5", "load.15", "mem.used_bytes", "mem.used_percent", "swap.used_percent"]
+LABELLED = [("disk.used_percent", "mount", ["/", "/data", "/var"]), ("disk.read_bytes", "device", ["sda", "sdb"]),
+            ("disk.write_bytes", "device", ["sda", "sdb"]), ("net.rx_bytes", "iface", ["eth0", "eth1", "lo"]),
+            ("net.tx_bytes", "iface", ["eth0", "eth1", "lo"])]
+LINES = [
+    ("/var/log/nginx/access.log", '10.0.{a}.{b} - - [21/Mar/2026:14:32:01 +0000] "GET /api/v1/items/{n} HTTP/1.1" '
+                                  '200 {n} "-" "curl/8.0"'),
+    ("/var/log/nginx/access.log", '10.0.{a}.{b} - - [21/Mar/2026:14:32:02 +0000] "POST /login HTTP/1.1" 401 12 '
+                                  '"-" "Mozilla/5.0"'),
+    ("/var/log/nginx/error.log", "2026/03/21 14:28:41 [error] 812#812: *{n} connect() failed (111: Connection "
+                                 "refused) while connecting to upstream, client: 10.0.{a}.{b}, server: app.local"),
+    ("/var/log/syslog", "Mar 21 14:32:01 web-prod-01 sshd[{n}]: Accepted publickey for deploy from 10.0.{a}.{b}"),
+    ("/var/log/syslog", "Mar 21 14:32:03 web-prod-01 CRON[{n}]: (root) CMD (run-parts /etc/cron.hourly)"),
+    ("/var/log/app/app.json", '{{"level": "info", "msg": "request served", "path": "/items/{n}", "ms": {a}}}'),
+    ("/var/log/app/plain.log", "WARN cache miss for key item:{n} after {a} ms"),
+]
+
+
+def _series_names() -> list[tuple[str, dict[str, str]]]:
+    names: list[tuple[str, dict[str, str]]] = [(metric, {}) for metric in METRICS]
+    for metric, label, values in LABELLED:
+        names += [(metric, {label: value}) for value in values]
+    names += [(f"app.custom_{index}", {}) for index in range(30 - len(names))]
+    return names[:30]
+
+
+SERIES = _series_names()
+
+
+def metrics_body(now: int, rng: random.Random) -> bytes:
+    """One agent's metrics batch: every series of SERIES, one point each at ``now``."""
+    # A healthy fleet: no value reaches the default alert rules' thresholds (90-95%), so the rules evaluating
+    # meanwhile cost what they cost every 15 s, not a mass of pending series (bench/alerts.py measures that).
+    return orjson.dumps({"series": [{"metric": metric, "labels": labels, "points": [[now, rng.uniform(0, 80)]]}
+                                    for metric, labels in SERIES]})
+
+
+def logs_body(count: int, now: float, rng: random.Random) -> bytes:
+    entries = []
+    for _ in range(count):
+        source, template = LINES[rng.randrange(len(LINES))]
+        entries.append({"ts": now, "source": source,
+                        "line": template.format(a=rng.randrange(256), b=rng.randrange(256), n=rng.randrange(99999))})
+    return orjson.dumps({"entries": entries})
+
+
+@dataclass
+class Tally:
+    """One endpoint under load: latencies of the requests answered 200 (from their scheduled time), what the
+    platform said it accepted (samples, lines), and the failures by status (0: no answer)."""
+
+    latencies: list[float] = field(default_factory=list)
+    accepted: int = 0
+    failures: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failures.values())
+
+    def fail(self, status: int) -> None:
+        self.failures[status] = self.failures.get(status, 0) + 1
+
+
+async def post_agent(session: aiohttp.ClientSession, url: str, token: str, body: bytes, tally: Tally,
+                     scheduled: float, *, counts: bool = True) -> bool:
+    """POST one agent request; with ``counts`` the answer's ``accepted`` is added to the tally."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            answer = await response.read()
+            if response.status != 200:
+                tally.fail(response.status)
+                return False
+    except (aiohttp.ClientError, TimeoutError):
+        tally.fail(0)
+        return False
+    tally.latencies.append(time.perf_counter() - scheduled)
+    if counts:
+        tally.accepted += int(orjson.loads(answer)["accepted"])
+    return True
+
+
+async def paced(rate: float, duration: float, make: Callable[[int, float], Coroutine[Any, Any, None]], *,
+                drain_timeout: float = 120.0) -> None:
+    """Call make(index, scheduled_time) ``rate`` times a second for ``duration`` seconds, open loop (whether or
+    not earlier calls finished); then wait, at most ``drain_timeout`` seconds, for those still running."""
+    pending: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+    for index in range(int(rate * duration)):
+        scheduled = start + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(make(index, scheduled))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=drain_timeout)
+
+
+HOST_FACTS = {"ip_address": "10.9.0.1", "os": "Debian 12", "kernel": "6.1.0", "cpu_cores": 2, "ram_total_mb": 2048,
+              "agent_version": "1.0.0"}
+
+
+async def enrol(session: aiohttp.ClientSession, base_urls: list[str], api_key: str, count: int, *,
+                prefix: str = "bench", concurrency: int = 16) -> list[str]:
+    """Enrol ``count`` hosts through the agent API (host i through node i mod len(base_urls)); their tokens."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> str:
+        facts = {"machine_id": f"{prefix}-{index:06d}", "hostname": f"host-{index:06d}", **HOST_FACTS}
+        url = f"{base_urls[index % len(base_urls)]}/api/v1/agent/register"
+        async with semaphore, session.post(url, json=facts, headers=headers) as response:
+            response.raise_for_status()
+            return str((await response.json())["agent_token"])
+
+    return list(await asyncio.gather(*(one(index) for index in range(count))))
+
+
+async def create_heartbeats(session: aiohttp.ClientSession, base_url: str, api_key: str, count: int, *,
+                            interval: int = 3600, concurrency: int = 16) -> list[str]:
+    """Create ``count`` heartbeats through the REST API; their ping tokens (the last part of their ping URLs)."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> str:
+        async with semaphore, session.post(f"{base_url}/api/v1/heartbeats", headers=headers,
+                                           json={"name": f"job {index:06d}", "interval": interval}) as response:
+            response.raise_for_status()
+            return str((await response.json())["ping_url"]).rsplit("/", 1)[1]
+
+    return list(await asyncio.gather(*(one(index) for index in range(count))))
+
+
+class CpuMeter:
+    """CPU time used during a phase by groups of processes, each as a share of one core. On two cores it tells
+    which one the phase was bound by."""
+
+    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
+        self.groups = groups
+        self.started = 0.0
+        self.before: dict[str, float] = {}
+        self.shares: dict[str, float] = {}
+
+    @classmethod
+    def for_server(cls, server_pid: int) -> CpuMeter:
+        """The server's process tree, this client, and PostgreSQL's processes."""
+        server = psutil.Process(server_pid)
+        return cls({"server": [server, *server.children(recursive=True)], "client": [psutil.Process()],
+                    "postgres": [process for process in psutil.process_iter(["name"])
+                                 if (process.info["name"] or "").startswith("postgres")]})
+
+    def _seconds(self) -> dict[str, float]:
+        totals = {}
+        for name, processes in self.groups.items():
+            total = 0.0
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+            totals[name] = total
+        return totals
+
+    def __enter__(self) -> CpuMeter:
+        self.started, self.before = time.monotonic(), self._seconds()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.shares = {name: (after - self.before[name]) / elapsed for name, after in self._seconds().items()}
+
+    def __str__(self) -> str:
+        return "cpu (share of one core): " + ", ".join(f"{name} {share:.0%}" for name, share in self.shares.items())
+
+
+def listening_pids() -> dict[int | None, int]:
+    """Port -> pid of every process listening on TCP (the engines' servers)."""
+    return {port_of(conn.laddr): conn.pid for conn in psutil.net_connections("tcp")
+            if conn.status == psutil.CONN_LISTEN and conn.pid}
+
+
+def port_of(address: object) -> int | None:
+    """The port of a psutil connection's address; None for an unconnected socket's empty one."""
+    return getattr(address, "port", None)
+
+
+def seed_agents(database_url: str, count: int, *, prefix: str = "bench", team: str = "default",
+                seen_seconds_ago: float = 0.0) -> list[str]:
+    """``count`` enrolled servers written straight into a migrated database, online and last seen
+    ``seen_seconds_ago``, each with an agent token; the tokens. What registration stores, minus its event, at
+    thousands a second instead of tens: for a bench that measures what agents do once enrolled."""
+    from hostatlas import tokens
+    from hostatlas.servers.models import AgentToken, Server
+    from hostatlas.teams.models import Team
+
+    engine = create_engine(database_url)
+    now = datetime.now(UTC)
+    seen = now - timedelta(seconds=seen_seconds_ago)
+    raw = [tokens.generate(tokens.AGENT_TOKEN_PREFIX) for _ in range(count)]
+    try:
+        with engine.begin() as connection:
+            team_id = connection.execute(select(Team.id).where(Team.slug == team)).scalar_one()
+            for start in range(0, count, 5_000):
+                machines = [f"{prefix}-{index:06d}" for index in range(start, min(count, start + 5_000))]
+                connection.execute(insert(Server), [
+                    {"team_id": team_id, "machine_id": machine, "hostname": f"host-{machine}", "status": "online",
+                     "last_seen_at": seen, "tags": [], "created_at": now, **HOST_FACTS} for machine in machines])
+                rows = connection.execute(select(Server.machine_id, Server.id).where(
+                    Server.team_id == team_id, Server.machine_id.in_(machines)))
+                ids = {machine: server_id for machine, server_id in rows}
+                connection.execute(insert(AgentToken), [
+                    {"server_id": ids[machine], "team_id": team_id, "token_hash": tokens.hash_token(token),
+                     "created_at": now} for machine, token in zip(machines, raw[start:], strict=False)])
+    finally:
+        engine.dispose()
+    return raw

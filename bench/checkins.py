@@ -23,22 +23,7 @@ import time
 
 import aiohttp
 
-from _harness import Request, Target, closed_loop, load_arguments, open_loop, serve, summary
-
-
-async def _enrol(session: aiohttp.ClientSession, target: Target, count: int) -> list[str]:
-    headers = {"Authorization": f"Bearer {target.api_key}"}
-    semaphore = asyncio.Semaphore(16)
-
-    async def one(index: int) -> str:
-        facts = {"machine_id": f"bench-{index:06d}", "hostname": f"host-{index:06d}", "ip_address": "10.9.0.1",
-                 "os": "Debian 12", "kernel": "6.1.0", "cpu_cores": 2, "ram_total_mb": 2048, "agent_version": "1.0.0"}
-        async with semaphore, session.post(f"{target.base_url}/api/v1/agent/register", json=facts,
-                                           headers=headers) as response:
-            response.raise_for_status()
-            return str((await response.json())["agent_token"])
-
-    return list(await asyncio.gather(*(one(index) for index in range(count))))
+from _harness import Request, Target, closed_loop, enrol, load_arguments, open_loop, serve, summary
 
 
 def _checker(session: aiohttp.ClientSession, url: str, tokens: list[str]) -> Request:
@@ -72,7 +57,7 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
     with serve(backend, serve_args=tuple(args.serve_args.split())) as target:
         connector = aiohttp.TCPConnector(limit=args.connections)
         async with aiohttp.ClientSession(connector=connector) as session:
-            tokens = await _enrol(session, target, args.agents)
+            tokens = await enrol(session, [target.base_url], target.api_key, args.agents)
             url = f"{target.base_url}/api/v1/agent/check-in"
             await open_loop(_checker(session, url, tokens), min(args.rate, 500), 2)  # warm-up
             began = time.time()

@@ -14,123 +14,68 @@ for ClickHouse also direct inserts of the same rows through the same store class
 1,000-line log INSERTs), measured in the same run, as the ceiling. Targets (issue 4, this 2-core machine):
 ClickHouse 10,000 hosts (20,000 samples/s in 667 requests/s) with p99 < 100 ms and 50,000 log lines/s;
 embedded 2,000 hosts and 8,000 log lines/s. Set HOSTATLAS_BENCH_CLICKHOUSE_URL if not the default.
+
+    uv run python bench/ingest.py --compare-cluster --runs 3 --duration 20
+
+--compare-cluster (issue 16) measures, in one sitting, the most the platform ingests through two API nodes
+into the two-shard ClickHouse cluster (`scripts/clickhouse-cluster start`) against one node into one shard
+(a plain database on the cluster's first server): both deployments (tests/topology.py, PostgreSQL, Redis,
+--hosts enrolled each, no worker) run side by side, idle but for the one measured; each run sends metrics
+batches, then 500-line log batches, closed loop over --concurrency connections for --duration seconds each,
+agents spread over the nodes, and waits until the store holds all of it. Runs alternate between the sides;
+it prints each run (with the CPU each group of processes used, as a share of one core), the medians of the
+rows stored a second (acknowledged rows over the time until all were stored), and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import random
 import sqlite3
+import statistics
 import sys
+import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
+import psutil
 
-from _harness import Target, percentile, serve
+from _harness import (
+    CLICKHOUSE_CLUSTER,
+    CLICKHOUSE_CLUSTER_URL,
+    CLICKHOUSE_URL,
+    REDIS_URL,
+    SERIES,
+    CpuMeter,
+    Tally,
+    Target,
+    clickhouse_database,
+    clickhouse_rows,
+    closed_loop,
+    cluster_servers,
+    enrol,
+    listening_pids,
+    logs_body,
+    metrics_body,
+    paced,
+    percentile,
+    post_agent,
+    postgres_schema,
+    seed_agents,
+    serve,
+)
 
-CLICKHOUSE_URL = os.environ.get("HOSTATLAS_BENCH_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
-METRICS = ["cpu.percent", "load.1", "load.5", "load.15", "mem.used_bytes", "mem.used_percent", "swap.used_percent"]
-LABELLED = [("disk.used_percent", "mount", ["/", "/data", "/var"]), ("disk.read_bytes", "device", ["sda", "sdb"]),
-            ("disk.write_bytes", "device", ["sda", "sdb"]), ("net.rx_bytes", "iface", ["eth0", "eth1", "lo"]),
-            ("net.tx_bytes", "iface", ["eth0", "eth1", "lo"])]
-LINES = [
-    ("/var/log/nginx/access.log", '10.0.{a}.{b} - - [21/Mar/2026:14:32:01 +0000] "GET /api/v1/items/{n} HTTP/1.1" '
-                                  '200 {n} "-" "curl/8.0"'),
-    ("/var/log/nginx/access.log", '10.0.{a}.{b} - - [21/Mar/2026:14:32:02 +0000] "POST /login HTTP/1.1" 401 12 '
-                                  '"-" "Mozilla/5.0"'),
-    ("/var/log/nginx/error.log", "2026/03/21 14:28:41 [error] 812#812: *{n} connect() failed (111: Connection "
-                                 "refused) while connecting to upstream, client: 10.0.{a}.{b}, server: app.local"),
-    ("/var/log/syslog", "Mar 21 14:32:01 web-prod-01 sshd[{n}]: Accepted publickey for deploy from 10.0.{a}.{b}"),
-    ("/var/log/syslog", "Mar 21 14:32:03 web-prod-01 CRON[{n}]: (root) CMD (run-parts /etc/cron.hourly)"),
-    ("/var/log/app/app.json", '{{"level": "info", "msg": "request served", "path": "/items/{n}", "ms": {a}}}'),
-    ("/var/log/app/plain.log", "WARN cache miss for key item:{n} after {a} ms"),
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.topology
 
-
-def _series_names() -> list[tuple[str, dict[str, str]]]:
-    names: list[tuple[str, dict[str, str]]] = [(metric, {}) for metric in METRICS]
-    for metric, label, values in LABELLED:
-        names += [(metric, {label: value}) for value in values]
-    names += [(f"app.custom_{index}", {}) for index in range(30 - len(names))]
-    return names[:30]
-
-
-SERIES = _series_names()
-
-
-@dataclass
-class Kind:
-    latencies: list[float] = field(default_factory=list)
-    accepted: int = 0
-    errors: int = 0
-
-
-def _metrics_body(now: int, rng: random.Random) -> bytes:
-    # A healthy fleet: no value reaches the default alert rules' thresholds (90-95%), so the rules evaluating
-    # meanwhile cost what they cost every 15 s, not a mass of pending series (bench/alerts.py measures that).
-    return orjson.dumps({"series": [{"metric": metric, "labels": labels, "points": [[now, rng.uniform(0, 80)]]}
-                                    for metric, labels in SERIES]})
-
-
-def _logs_body(count: int, now: float, rng: random.Random) -> bytes:
-    entries = []
-    for _ in range(count):
-        source, template = LINES[rng.randrange(len(LINES))]
-        entries.append({"ts": now, "source": source,
-                        "line": template.format(a=rng.randrange(256), b=rng.randrange(256), n=rng.randrange(99999))})
-    return orjson.dumps({"entries": entries})
-
-
-async def _post(session: aiohttp.ClientSession, url: str, token: str, body: bytes, kind: Kind,
-                scheduled: float) -> None:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            answer = await response.read()
-            if response.status != 200:
-                kind.errors += 1
-                return
-    except aiohttp.ClientError:
-        kind.errors += 1
-        return
-    kind.latencies.append(time.perf_counter() - scheduled)
-    kind.accepted += int(orjson.loads(answer)["accepted"])
-
-
-async def _schedule(rate: float, duration: float, make: object) -> None:
-    """Call make(index, scheduled_time) at a fixed rate, open loop; wait for all to finish."""
-    assert callable(make)
-    pending: set[asyncio.Task[None]] = set()
-    start = time.perf_counter()
-    for index in range(int(rate * duration)):
-        scheduled = start + index / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(make(index, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        await asyncio.wait(pending, timeout=120)
-
-
-async def _enrol(session: aiohttp.ClientSession, target: Target, hosts: int) -> list[str]:
-    semaphore = asyncio.Semaphore(32)
-
-    async def one(index: int) -> str:
-        facts = {"machine_id": f"ingest-{index:06d}", "hostname": f"host-{index:06d}"}
-        async with semaphore, session.post(f"{target.base_url}/api/v1/agent/register", json=facts,
-                                           headers={"Authorization": f"Bearer {target.api_key}"}) as response:
-            response.raise_for_status()
-            return str((await response.json())["agent_token"])
-
-    return list(await asyncio.gather(*(one(index) for index in range(hosts))))
+from tests.topology import topology  # noqa: E402 - after the path is set
 
 
 async def _add_rules(session: aiohttp.ClientSession, target: Target, count: int) -> None:
@@ -146,25 +91,25 @@ async def _add_rules(session: aiohttp.ClientSession, target: Target, count: int)
             response.raise_for_status()
 
 
-async def _load(target: Target, args: argparse.Namespace) -> tuple[Kind, Kind, float]:
+async def _load(target: Target, args: argparse.Namespace) -> tuple[Tally, Tally, float]:
     rng = random.Random(1)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
-        tokens = await _enrol(session, target, args.hosts)
+        tokens = await enrol(session, [target.base_url], target.api_key, args.hosts, prefix="ingest", concurrency=32)
         await _add_rules(session, target, args.rules)
         metrics_url, logs_url = f"{target.base_url}/api/v1/agent/metrics", f"{target.base_url}/api/v1/agent/logs"
-        metrics, logs = Kind(), Kind()
+        metrics, logs = Tally(), Tally()
         metric_rate, log_rate = args.hosts / 15.0, args.log_rate / args.log_batch
         # Bodies are built before the clock starts, so the generator spends its time sending.
         now = int(time.time())
-        metric_bodies = [_metrics_body(now, rng) for _ in range(64)]
-        log_bodies = [_logs_body(args.log_batch, now, rng) for _ in range(16)]
+        metric_bodies = [metrics_body(now, rng) for _ in range(64)]
+        log_bodies = [logs_body(args.log_batch, now, rng) for _ in range(16)]
 
         async def send_metrics(index: int, scheduled: float) -> None:
-            await _post(session, metrics_url, tokens[index % len(tokens)], metric_bodies[index % 64], metrics,
-                        scheduled)
+            await post_agent(session, metrics_url, tokens[index % len(tokens)], metric_bodies[index % 64], metrics,
+                             scheduled)
 
         async def send_logs(index: int, scheduled: float) -> None:
-            await _post(session, logs_url, tokens[index % len(tokens)], log_bodies[index % 16], logs, scheduled)
+            await post_agent(session, logs_url, tokens[index % len(tokens)], log_bodies[index % 16], logs, scheduled)
 
         print(f"  enrolled {len(tokens)} hosts; load starts", file=sys.stderr, flush=True)
         gc.collect()
@@ -172,8 +117,8 @@ async def _load(target: Target, args: argparse.Namespace) -> tuple[Kind, Kind, f
         gc.disable()
         started = time.perf_counter()
         try:
-            await asyncio.gather(_schedule(metric_rate, args.duration, send_metrics),
-                                 _schedule(log_rate, args.duration, send_logs))
+            await asyncio.gather(paced(metric_rate, args.duration, send_metrics),
+                                 paced(log_rate, args.duration, send_logs))
         finally:
             gc.enable()
         return metrics, logs, time.perf_counter() - started
@@ -202,25 +147,7 @@ def _direct_clickhouse(url: str) -> tuple[float, float]:
     return sorted(metric_runs)[3], sorted(log_runs)[3]
 
 
-def _clickhouse_database() -> str:
-    from clickhouse_driver import Client
-
-    name = f"hostatlas_bench_{uuid.uuid4().hex[:8]}"
-    client = Client.from_url(CLICKHOUSE_URL)
-    client.execute(f"CREATE DATABASE {name}")
-    client.disconnect()
-    return CLICKHOUSE_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _drop_clickhouse_database(url: str) -> None:
-    from clickhouse_driver import Client
-
-    client = Client.from_url(CLICKHOUSE_URL)
-    client.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
-    client.disconnect()
-
-
-def _line(label: str, kind: Kind, elapsed: float, unit: str) -> str:
+def _line(label: str, kind: Tally, elapsed: float, unit: str) -> str:
     ms = [value * 1000 for value in kind.latencies]
     p50 = sorted(ms)[len(ms) // 2] if ms else float("nan")
     return (f"  {label:8s} {kind.accepted / elapsed:9.0f} {unit}/s  requests {len(ms) / elapsed:6.0f}/s  "
@@ -230,21 +157,14 @@ def _line(label: str, kind: Kind, elapsed: float, unit: str) -> str:
 def _stored(target: Target, clickhouse: str | None) -> tuple[int, int]:
     """Samples and log lines actually in the store (not just acknowledged)."""
     if clickhouse:
-        from clickhouse_driver import Client
-
-        client = Client.from_url(clickhouse)
-        try:
-            return (int(client.execute("SELECT count() FROM metrics_raw")[0][0]),
-                    int(client.execute("SELECT count() FROM logs")[0][0]))
-        finally:
-            client.disconnect()
+        return clickhouse_rows(clickhouse)
     with sqlite3.connect(target.workdir / "hostatlas-data" / "telemetry.db") as connection:
         return (connection.execute("SELECT count(*) FROM metrics_raw").fetchone()[0],
                 connection.execute("SELECT count(*) FROM logs").fetchone()[0])
 
 
-def _wait_until_stored(target: Target, clickhouse: str | None, metrics: Kind,
-                       logs: Kind) -> str:
+def _wait_until_stored(target: Target, clickhouse: str | None, metrics: Tally,
+                       logs: Tally) -> str:
     """Acknowledged is durable in the spool; report how long after the load the store had it all."""
     ended, stored = time.monotonic(), (0, 0)
     while time.monotonic() - ended < 120:
@@ -257,11 +177,9 @@ def _wait_until_stored(target: Target, clickhouse: str | None, metrics: Kind,
 
 
 def bench(backend: str, args: argparse.Namespace) -> None:
-    extra: dict[str, str] = {}
-    clickhouse = _clickhouse_database() if backend == "clickhouse" else None
-    if clickhouse:
-        extra["HOSTATLAS_CLICKHOUSE_URL"] = clickhouse
-    try:
+    with contextlib.ExitStack() as stack:
+        clickhouse = stack.enter_context(clickhouse_database(CLICKHOUSE_URL)) if backend == "clickhouse" else None
+        extra = {"HOSTATLAS_CLICKHOUSE_URL": clickhouse} if clickhouse else {}
         with serve("sqlite", extra_env=extra, serve_args=tuple(args.serve_args.split())) as target:
             metrics, logs, elapsed = asyncio.run(_load(target, args))
             stored = _wait_until_stored(target, clickhouse, metrics, logs)
@@ -273,9 +191,106 @@ def bench(backend: str, args: argparse.Namespace) -> None:
             metric_rows, log_rows = _direct_clickhouse(clickhouse)
             print(f"  direct   {metric_rows:9.0f} samples/s in 3,000-row INSERTs, {log_rows:9.0f} lines/s in "
                   f"1,000-line INSERTs (median of 7)")
-    finally:
-        if clickhouse:
-            _drop_clickhouse_database(clickhouse)
+
+
+# --compare-cluster: the same ingestion through two nodes into two shards, and through one node into one.
+
+
+@dataclass
+class Side:
+    label: str
+    node_urls: list[str]
+    tokens: list[str]
+    clickhouse_url: str
+    cpu_groups: dict[str, list[psutil.Process]]  # the nodes (with their storers), the ClickHouse servers
+
+
+@dataclass
+class Phase:
+    """One closed-loop phase on one side: rows acknowledged a second, and a second until stored."""
+
+    acknowledged: float
+    stored: float
+    p99_ms: float
+    errors: int
+    cpu: str
+
+
+@contextlib.contextmanager
+def _side(label: str, workdir: Path, *, nodes: int, cluster: str | None, hosts: int) -> Iterator[Side]:
+    """``nodes`` API nodes (no worker: ingestion is what is measured) on PostgreSQL and Redis, into a fresh
+    database on the cluster (``cluster``) or on its first server alone (None), with ``hosts`` enrolled."""
+    servers = cluster_servers(CLICKHOUSE_CLUSTER_URL, CLICKHOUSE_CLUSTER)
+    with postgres_schema() as database_url, \
+            clickhouse_database(CLICKHOUSE_CLUSTER_URL, cluster=cluster) as clickhouse_url, \
+            topology(workdir, database_url=database_url, redis_url=REDIS_URL, clickhouse_url=clickhouse_url,
+                     clickhouse_cluster=cluster, nodes=nodes, workers=0,
+                     env={"HOSTATLAS_RATE_LIMIT": "100000000/minute"}) as running:
+        tokens = seed_agents(database_url, hosts, prefix="ingest")
+        listening = listening_pids()
+        platform = [psutil.Process(node.pid) for node in running.nodes]
+        used = servers if cluster else servers[:1]
+        yield Side(label, [node.url for node in running.nodes], tokens, clickhouse_url, {
+            "nodes": [*platform, *(child for node in platform for child in node.children(recursive=True))],
+            "clickhouse": [psutil.Process(listening[urlsplit(url).port]) for url in used],
+            "client": [psutil.Process()]})
+
+
+async def _closed(side: Side, path: str, bodies: list[bytes], concurrency: int, duration: float) -> tuple[Tally, float]:
+    tally = Tally()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def request(index: int) -> bool:
+            host = index % len(side.tokens)
+            return await post_agent(session, side.node_urls[host % len(side.node_urls)] + path, side.tokens[host],
+                                    bodies[index % len(bodies)], tally, time.perf_counter())
+
+        run = await closed_loop(request, concurrency, duration)
+    return tally, run.elapsed
+
+
+def _phase(side: Side, kind: str, bodies: list[bytes], args: argparse.Namespace) -> Phase:
+    """Send one kind closed loop for --duration, then wait until the store has all of it (bounded)."""
+    column = 0 if kind == "metrics" else 1
+    before = clickhouse_rows(side.clickhouse_url)[column]
+    with CpuMeter(side.cpu_groups) as cpu:
+        tally, elapsed = asyncio.run(_closed(side, f"/api/v1/agent/{kind}", bodies, args.concurrency, args.duration))
+    ended = time.monotonic()
+    while clickhouse_rows(side.clickhouse_url)[column] - before < tally.accepted and time.monotonic() - ended < 120:
+        time.sleep(0.1)
+    stored_after = elapsed + time.monotonic() - ended
+    return Phase(tally.accepted / elapsed, tally.accepted / stored_after,
+                 percentile([value * 1000 for value in tally.latencies], 0.99), tally.errors, str(cpu))
+
+
+def compare_cluster(args: argparse.Namespace) -> None:
+    """Both deployments up at once, idle but for the one measured; runs alternate between them so that
+    whatever else the machine does weighs on both alike. Medians of --runs runs; the ratio of the medians."""
+    rng = random.Random(1)
+    now = int(time.time())
+    bodies = {"metrics": [metrics_body(now, rng) for _ in range(64)],
+              "logs": [logs_body(args.log_batch, now, rng) for _ in range(16)]}
+    results: dict[tuple[str, str], list[Phase]] = {}
+    with tempfile.TemporaryDirectory(prefix="hostatlas-ingest-") as workdir, contextlib.ExitStack() as stack:
+        sides = [stack.enter_context(_side("1 node -> 1 shard", Path(workdir) / "one", nodes=1, cluster=None,
+                                           hosts=args.hosts)),
+                 stack.enter_context(_side("2 nodes -> 2 shards", Path(workdir) / "two", nodes=2,
+                                           cluster=CLICKHOUSE_CLUSTER, hosts=args.hosts))]
+        print(f"[compare-cluster] {args.hosts} hosts per side, closed loop {args.concurrency} connections, "
+              f"{args.duration:.0f} s per phase, {args.runs} runs alternating, load average "
+              f"{os.getloadavg()[0]:.1f}")
+        for run in range(1, args.runs + 1):
+            for side in sides:
+                for kind, unit in (("metrics", "samples"), ("logs", "lines")):
+                    phase = _phase(side, kind, bodies[kind], args)
+                    results.setdefault((side.label, kind), []).append(phase)
+                    print(f"  run {run} {side.label:20s} {kind:7s} {phase.acknowledged:9.0f} {unit}/s acknowledged, "
+                          f"{phase.stored:9.0f}/s stored  p99 {phase.p99_ms:7.1f} ms  errors {phase.errors}  "
+                          f"{phase.cpu}", flush=True)
+    for kind, unit in (("metrics", "samples"), ("logs", "lines")):
+        one, two = (statistics.median(phase.stored for phase in results[(side.label, kind)]) for side in sides)
+        print(f"  median {kind:7s} stored: 1 node/1 shard {one:9.0f} {unit}/s, 2 nodes/2 shards {two:9.0f} {unit}/s: "
+              f"ratio {two / one:.2f}")
 
 
 def main() -> None:
@@ -287,8 +302,16 @@ def main() -> None:
     parser.add_argument("--log-batch", type=int, default=500, help="log lines per request")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (bounded to 120)")
     parser.add_argument("--serve-args", default="", help="extra `hostatlas serve` arguments")
+    parser.add_argument("--compare-cluster", action="store_true",
+                        help="closed loop through 2 nodes into the 2-shard cluster vs 1 node into 1 shard (below)")
+    parser.add_argument("--runs", type=int, default=3, help="--compare-cluster: runs per side (medians)")
+    parser.add_argument("--concurrency", type=int, default=32, help="--compare-cluster: connections")
     args = parser.parse_args()
     args.duration = min(args.duration, 120.0)
+    if args.compare_cluster:
+        args.hosts, args.runs = args.hosts or 10_000, max(1, min(args.runs, 9))
+        compare_cluster(args)
+        return
     for backend in (name.strip() for name in args.backends.split(",")):
         run = argparse.Namespace(**vars(args))
         run.hosts = args.hosts or (10_000 if backend == "clickhouse" else 2_000)

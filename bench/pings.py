@@ -31,20 +31,19 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import psutil
 from sqlalchemy import create_engine, text
 
 from _harness import (
+    CpuMeter,
     Request,
     Run,
-    Target,
     closed_loop,
+    create_heartbeats,
     free_port,
     load_arguments,
     open_loop,
@@ -108,7 +107,7 @@ def _wrk(base_url: str, paths: list[str], args: argparse.Namespace, server_pid: 
         script, listing = Path(scratch) / "paths.lua", Path(scratch) / "paths.txt"
         script.write_text(WRK_SCRIPT)
         listing.write_text("\n".join(paths))
-        with CpuMeter(server_pid) as cpu:
+        with CpuMeter.for_server(server_pid) as cpu:
             output = subprocess.run(
                 ["wrk", "-t1", f"-c{args.concurrency}", f"-d{max(1, round(args.duration))}s", "--latency",
                  "-s", str(script), base_url], env={**os.environ, "WRK_PATHS": str(listing)},
@@ -125,20 +124,6 @@ def _wrk(base_url: str, paths: list[str], args: argparse.Namespace, server_pid: 
                   cpu=cpu)
 
 
-async def _create(session: aiohttp.ClientSession, target: Target, count: int) -> list[str]:
-    headers = {"Authorization": f"Bearer {target.api_key}"}
-    semaphore = asyncio.Semaphore(16)
-
-    async def one(index: int) -> str:
-        async with semaphore, session.post(f"{target.base_url}/api/v1/heartbeats", headers=headers,
-                                           json={"name": f"job {index:06d}", "interval": 3600}) as response:
-            response.raise_for_status()
-            token = str((await response.json())["ping_url"]).rsplit("/", 1)[1]
-            return f"{target.base_url}/heartbeat/{token}"
-
-    return list(await asyncio.gather(*(one(index) for index in range(count))))
-
-
 def _pinger(session: aiohttp.ClientSession, urls: list[str]) -> Request:
     async def ping(index: int) -> bool:
         async with session.get(urls[index % len(urls)]) as response:
@@ -146,42 +131,6 @@ def _pinger(session: aiohttp.ClientSession, urls: list[str]) -> Request:
             return response.status == 200
 
     return ping
-
-
-class CpuMeter:
-    """CPU time used during a phase, as a share of one core: the server's process tree, this client, and
-    PostgreSQL's processes. On two cores it tells which one the phase was bound by."""
-
-    def __init__(self, server_pid: int) -> None:
-        server = psutil.Process(server_pid)
-        self.groups = {"server": [server, *server.children(recursive=True)], "client": [psutil.Process()],
-                       "postgres": [process for process in psutil.process_iter(["name"])
-                                    if (process.info["name"] or "").startswith("postgres")]}
-        self.started = 0.0
-        self.before: dict[str, float] = {}
-        self.shares: dict[str, float] = {}
-
-    def _seconds(self) -> dict[str, float]:
-        totals = {}
-        for name, processes in self.groups.items():
-            total = 0.0
-            for process in processes:
-                with contextlib.suppress(psutil.Error):
-                    times = process.cpu_times()
-                    total += times.user + times.system
-            totals[name] = total
-        return totals
-
-    def __enter__(self) -> CpuMeter:
-        self.started, self.before = time.monotonic(), self._seconds()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        self.shares = {name: (after - self.before[name]) / elapsed for name, after in self._seconds().items()}
-
-    def __str__(self) -> str:
-        return "cpu (share of one core): " + ", ".join(f"{name} {share:.0%}" for name, share in self.shares.items())
 
 
 async def _phases(session: aiohttp.ClientSession, urls: list[str],
@@ -195,7 +144,7 @@ async def _phases(session: aiohttp.ClientSession, urls: list[str],
     gc.disable()
     try:
         steady = await open_loop(_pinger(session, urls), args.rate, args.duration)
-        with CpuMeter(server_pid) as cpu:
+        with CpuMeter.for_server(server_pid) as cpu:
             flat_out = await closed_loop(_pinger(session, urls), args.concurrency, args.duration)
     finally:
         gc.enable()
@@ -237,7 +186,8 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
     with serve(backend, serve_args=("--no-worker", *args.serve_args.split())) as target:
         connector = aiohttp.TCPConnector(limit=args.connections)
         async with aiohttp.ClientSession(connector=connector) as session:
-            urls = await _create(session, target, args.heartbeats)
+            tokens = await create_heartbeats(session, target.base_url, target.api_key, args.heartbeats)
+            urls = [f"{target.base_url}/heartbeat/{token}" for token in tokens]
             warm, steady, flat_out, cpu = await _phases(session, urls, args, target.pid)
         paths = [url[len(target.base_url):] for url in urls]
         by_wrk = _wrk(target.base_url, paths, args, target.pid)

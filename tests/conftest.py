@@ -26,6 +26,7 @@ from hostatlas.db.engine import Database
 from hostatlas.models import metadata
 from hostatlas.settings import Settings
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
+from tests.engines import EngineMissing, PrivateClickHouseCluster, private_clickhouse_cluster
 from tests.support import CLICKHOUSE_CLUSTER, Story, make_story
 
 POSTGRES_URL = os.environ.get("HOSTATLAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -232,3 +233,22 @@ def clickhouse_cluster_db_url(clickhouse_cluster_url: str) -> Iterator[str]:
         admin.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {CLICKHOUSE_CLUSTER}",
                       settings=_ON_CLUSTER_SETTINGS)
         admin.disconnect()
+
+
+@pytest.fixture
+def private_schema_url() -> Iterator[str]:
+    """A PostgreSQL schema of the test's own, for a topology of processes (tests/topology.py) to share."""
+    problem = _postgres_problem()
+    require_service("PostgreSQL", problem is None, problem or "")
+    with private_postgres_schema("hostatlas_private") as url:
+        yield url
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[PrivateClickHouseCluster]:
+    """A two-shard ClickHouse cluster and ZooKeeper of the test's own (tests/engines.py), which it may stop."""
+    try:
+        with private_clickhouse_cluster(tmp_path) as engine:
+            yield engine
+    except EngineMissing as missing:
+        require_service("a private ClickHouse cluster", False, str(missing))

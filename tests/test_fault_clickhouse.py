@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,8 +21,7 @@ from clickhouse_driver import Client  # type: ignore[import-untyped]
 from hostatlas.db.engine import Database
 from hostatlas.teams import service as teams
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG
-from tests.conftest import _postgres_problem, private_postgres_schema, require_service
-from tests.engines import EngineMissing, PrivateClickHouseCluster, private_clickhouse_cluster
+from tests.engines import PrivateClickHouseCluster
 from tests.fault_agents import (
     LOG_PREFIX,
     METRIC,
@@ -51,27 +49,11 @@ NODE_ENV = {
 }
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[PrivateClickHouseCluster]:
-    try:
-        with private_clickhouse_cluster(tmp_path) as engine:
-            yield engine
-    except EngineMissing as missing:
-        require_service("a private ClickHouse cluster", False, str(missing))
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    problem = _postgres_problem()
-    require_service("PostgreSQL", problem is None, problem or "")
-    with private_postgres_schema("hostatlas_fault") as url:
-        yield url
-
-
 # The minute's outage, starting the cluster and the topology, and the drain after it.
 @pytest.mark.timeout(360)
 def test_clickhouse_stopped_for_a_minute_loses_nothing_and_stores_nothing_twice(
-        tmp_path: Path, cluster: PrivateClickHouseCluster, database_url: str) -> None:
+        tmp_path: Path, private_cluster: PrivateClickHouseCluster, private_schema_url: str) -> None:
+    cluster, database_url = private_cluster, private_schema_url
     with topology(tmp_path / "topology", database_url=database_url, clickhouse_url=cluster.url(DATABASE),
                   clickhouse_cluster=cluster.name, env=NODE_ENV) as running:
         phase = Phase()

@@ -8,14 +8,12 @@ failed and the node (or its storer, every second, with a traceback) did not come
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import _postgres_problem, private_postgres_schema, require_service
-from tests.engines import EngineMissing, PrivateClickHouseCluster, private_clickhouse_cluster
+from tests.engines import PrivateClickHouseCluster
 from tests.fault_agents import Phase, count, describe_statuses, report_fault, statuses_by_phase
 from tests.support import wait_until
 from tests.test_fault_clickhouse import DATABASE, NODE_ENV, _enrolled_agents, _stored
@@ -24,26 +22,10 @@ from tests.topology import topology
 pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[PrivateClickHouseCluster]:
-    try:
-        with private_clickhouse_cluster(tmp_path) as engine:
-            yield engine
-    except EngineMissing as missing:
-        require_service("a private ClickHouse cluster", False, str(missing))
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    problem = _postgres_problem()
-    require_service("PostgreSQL", problem is None, problem or "")
-    with private_postgres_schema("hostatlas_fault_start") as url:
-        yield url
-
-
 @pytest.mark.timeout(300)
 def test_a_node_started_while_clickhouse_is_down_acknowledges_then_stores_everything_once(
-        tmp_path: Path, cluster: PrivateClickHouseCluster, database_url: str) -> None:
+        tmp_path: Path, private_cluster: PrivateClickHouseCluster, private_schema_url: str) -> None:
+    cluster, database_url = private_cluster, private_schema_url
     cluster.stop_clickhouse()
     # The database does not even exist yet: the storer creates it ON CLUSTER once the servers answer.
     with topology(tmp_path / "topology", database_url=database_url, clickhouse_url=cluster.url(DATABASE),

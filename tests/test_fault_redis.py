@@ -20,7 +20,7 @@ from clickhouse_driver import Client  # type: ignore[import-untyped]
 from hostatlas.db.engine import Database
 from hostatlas.teams import service as teams
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG
-from tests.conftest import _postgres_problem, private_postgres_schema, require_service
+from tests.conftest import require_service
 from tests.engines import EngineMissing, PrivateRedis, private_redis
 from tests.fault_agents import (
     METRIC,
@@ -52,14 +52,6 @@ def redis_engine(tmp_path: Path) -> Iterator[PrivateRedis]:
             yield engine
     except EngineMissing as missing:
         require_service("a private Redis", False, str(missing))
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    problem = _postgres_problem()
-    require_service("PostgreSQL", problem is None, problem or "")
-    with private_postgres_schema("hostatlas_fault") as url:
-        yield url
 
 
 class Team:
@@ -95,7 +87,8 @@ def _allowed(seen: Counter[str]) -> int:
 
 @pytest.mark.timeout(240)
 def test_redis_down_degrades_rate_limits_open_and_changes_nothing_else(
-        tmp_path: Path, redis_engine: PrivateRedis, database_url: str, clickhouse_db_url: str) -> None:
+        tmp_path: Path, redis_engine: PrivateRedis, private_schema_url: str, clickhouse_db_url: str) -> None:
+    database_url = private_schema_url
     with receiver() as hooks, topology(tmp_path / "topology", database_url=database_url, redis_url=redis_engine.url,
                                        clickhouse_url=clickhouse_db_url, env=NODE_ENV) as running:
         team = Team(database_url)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,6 @@ import orjson
 import pytest
 import redis
 from clickhouse_driver import Client  # type: ignore[import-untyped]
-from clickhouse_driver.errors import ErrorCodes, ServerException  # type: ignore[import-untyped]
 
 from hostatlas.db.engine import Database
 from hostatlas.teams import service as teams
@@ -29,7 +27,7 @@ from hostatlas.teams.models import Plan
 from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_service
 from tests.receiver import Receiver, receiver
 from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_until
-from tests.topology import Topology, topology
+from tests.topology import Topology, database_on_cluster, topology
 
 # The module's topology starts in the first test's setup: 20-50 s here, up to topology.START_TIMEOUT when loaded.
 pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(480)]
@@ -45,10 +43,6 @@ NODE_ENV = {
     "HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true",
     "HOSTATLAS_TELEMETRY_BATCH_DELAY": "0.2",
 }
-# ON CLUSTER DDL waits for every server: a shard that is down fails the fixture instead of hanging it.
-ON_CLUSTER = {"distributed_ddl_task_timeout": 60}
-# The DROP goes on in the background once queued: no need to wait long for a busy DDL queue.
-DROP_ON_CLUSTER = {"distributed_ddl_task_timeout": 5}
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +55,9 @@ def install_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster_database(clickhouse_cluster_url: str) -> Iterator[str]:
-    """A database of this module's on every server of the cluster; its name (the URL is shard 1's)."""
-    database = f"hostatlas_multinode_{uuid.uuid4().hex[:8]}"
-    admin = Client.from_url(clickhouse_cluster_url)
-    admin.execute(f"CREATE DATABASE {database} ON CLUSTER {CLICKHOUSE_CLUSTER}", settings=ON_CLUSTER)
-    try:
-        yield database
-    finally:
-        try:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {CLICKHOUSE_CLUSTER}",
-                          settings=DROP_ON_CLUSTER)
-        except ServerException as exc:
-            # A busy distributed DDL queue: the servers drop it in the background, as the error says.
-            if exc.code != ErrorCodes.TIMEOUT_EXCEEDED:
-                raise
-        finally:
-            admin.disconnect()
+    """A database of this module's on every server of the cluster; its name."""
+    with database_on_cluster(clickhouse_cluster_url, CLICKHOUSE_CLUSTER, "hostatlas_multinode") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +68,9 @@ def running(tmp_path_factory: pytest.TempPathFactory, install_url: str, clickhou
     except redis.RedisError:
         reachable = False
     require_service("Redis", reachable, REDIS_URL)
-    clickhouse_url = clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}"
     with topology(tmp_path_factory.mktemp("multinode"), database_url=install_url, redis_url=REDIS_URL,
-                  clickhouse_url=clickhouse_url, clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2,
+                  clickhouse_url=clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}",
+                  clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2,
                   env=NODE_ENV) as started:
         yield started
 

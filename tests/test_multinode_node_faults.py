@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
@@ -29,7 +28,6 @@ import orjson
 import pytest
 import redis
 from clickhouse_driver import Client  # type: ignore[import-untyped]
-from clickhouse_driver.errors import ErrorCodes, ServerException  # type: ignore[import-untyped]
 from sqlalchemy import select
 
 from hostatlas.db.engine import Database
@@ -41,7 +39,7 @@ from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema
 from tests.fault_agents import count, report_fault
 from tests.receiver import Received, Reply, receiver
 from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_until
-from tests.topology import Node, Topology, topology
+from tests.topology import Node, Topology, database_on_cluster, topology
 
 # The module's topology starts in the first test's setup: 20-50 s here, up to topology.START_TIMEOUT when loaded.
 pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(480)]
@@ -63,9 +61,6 @@ NODE_ENV = {
 # acknowledged is in its spool when it is killed and recovery carries all of it. This also keeps the kill
 # away from the storer's own at-least-once window (an INSERT done, its segment not yet deleted: storer.py).
 SPOOL_EVERYTHING = {"HOSTATLAS_TELEMETRY_BATCH_DELAY": "120"}
-ON_CLUSTER = {"distributed_ddl_task_timeout": 60}
-# The DROP goes on in the background once queued: no need to wait long for a busy DDL queue.
-DROP_ON_CLUSTER = {"distributed_ddl_task_timeout": 5}
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +73,9 @@ def install_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster_database(clickhouse_cluster_url: str) -> Iterator[str]:
-    database = f"hostatlas_node_faults_{uuid.uuid4().hex[:8]}"
-    admin = Client.from_url(clickhouse_cluster_url)
-    admin.execute(f"CREATE DATABASE {database} ON CLUSTER {CLICKHOUSE_CLUSTER}", settings=ON_CLUSTER)
-    try:
-        yield database
-    finally:
-        try:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {CLICKHOUSE_CLUSTER}",
-                          settings=DROP_ON_CLUSTER)
-        except ServerException as exc:
-            # A busy distributed DDL queue: the servers drop it in the background, as the error says.
-            if exc.code != ErrorCodes.TIMEOUT_EXCEEDED:
-                raise
-        finally:
-            admin.disconnect()
+    """A database of this module's on every server of the cluster; its name."""
+    with database_on_cluster(clickhouse_cluster_url, CLICKHOUSE_CLUSTER, "hostatlas_node_faults") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(scope="module")

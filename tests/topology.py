@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -339,3 +340,31 @@ def topology(workdir: Path, *, database_url: str, redis_url: str | None = None, 
         for worker in running.workers:
             worker.wait_started()
         yield running
+
+
+# ON CLUSTER DDL waits for every server: a shard that is down fails the caller instead of hanging it. A DROP goes
+# on in the background once queued, so it need not wait long for a busy DDL queue.
+_ON_CLUSTER = {"distributed_ddl_task_timeout": 60}
+_DROP_ON_CLUSTER = {"distributed_ddl_task_timeout": 5}
+
+
+@contextmanager
+def database_on_cluster(cluster_url: str, cluster: str, prefix: str) -> Iterator[str]:
+    """A fresh database on every server of ``cluster``; yields its URL on the server of ``cluster_url``."""
+    from clickhouse_driver import Client  # type: ignore[import-untyped]
+    from clickhouse_driver.errors import ErrorCodes, ServerException  # type: ignore[import-untyped]
+
+    database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = Client.from_url(cluster_url)
+    admin.execute(f"CREATE DATABASE {database} ON CLUSTER {cluster}", settings=_ON_CLUSTER)
+    try:
+        yield cluster_url.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        try:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {cluster}", settings=_DROP_ON_CLUSTER)
+        except ServerException as exc:
+            # A busy distributed DDL queue: the servers drop it in the background, as the error says.
+            if exc.code != ErrorCodes.TIMEOUT_EXCEEDED:
+                raise
+        finally:
+            admin.disconnect()

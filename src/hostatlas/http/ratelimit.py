@@ -17,8 +17,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import redis.asyncio
 import structlog
 from limits import parse
 from limits.aio.storage import RedisStorage
@@ -114,13 +115,29 @@ class _LocalWindows:
         return Decision(allowed, self.amount, int(self.amount - window[0]), window[1])
 
 
+# Connections one limiter keeps to Redis, and how long a request waits for one. Past redis-py's default pool
+# (100, then MaxConnectionsError at once) a burst of requests would be let through unlimited and reported as
+# a Redis outage while Redis is fine: beyond this many, requests queue for a connection instead.
+REDIS_CONNECTIONS = 64
+REDIS_CONNECTION_WAIT_S = 2.0
+
+
+def _waiting_pool(redis_url: str) -> redis.asyncio.BlockingConnectionPool[Any]:
+    return redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
+                                                         timeout=REDIS_CONNECTION_WAIT_S)
+
+
 class RateLimiter:
     def __init__(self, spec: str, redis_url: str | None = None) -> None:
         self.item = parse(spec)
         self.shared = bool(redis_url)
         self._local = None if redis_url else _LocalWindows(self.item.amount, self.item.get_expiry())
-        self.strategy = FixedWindowRateLimiter(
-            RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix="hostatlas")) if redis_url else None
+        self.strategy: FixedWindowRateLimiter | None = None
+        if redis_url:
+            # limits passes its options on to redis-py untouched; its annotation only knows plain values.
+            storage = RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix="hostatlas",
+                                   connection_pool=_waiting_pool(redis_url))  # type: ignore[arg-type]
+            self.strategy = FixedWindowRateLimiter(storage)
         self._unreachable_since: float | None = None  # monotonic; set while Redis does not answer
         self._warned_at = 0.0
 
