@@ -14,9 +14,9 @@ lint: deps
 	uv run --frozen mypy
 	uv run --frozen lint-imports --no-cache
 
-# The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse), in three pytest-xdist
-# processes (HOSTATLAS_TEST_WORKERS, default 4; most tests wait on real servers and processes, so four beat one even on two cores), a test
-# file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once. Suites whose
+# The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse), in four pytest-xdist
+# processes (HOSTATLAS_TEST_WORKERS; most tests wait on real servers and processes, so four beat one even on two
+# cores), a test file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once. Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.
 # ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one; the
 # two-shard cluster (+ ZooKeeper) by scripts/clickhouse-cluster unless HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL does.
