@@ -8,11 +8,9 @@ their rows with conditional updates or ``FOR UPDATE SKIP LOCKED``, so several wo
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from types import FrameType
 
 import structlog
 
@@ -21,6 +19,7 @@ from hostatlas.db.engine import Database
 from hostatlas.pipelines.health import PipelineHealth
 from hostatlas.pipelines.quarantine import describe
 from hostatlas.settings import Settings
+from hostatlas.signals import set_on_signals
 
 log = structlog.get_logger(__name__)
 
@@ -71,10 +70,6 @@ class Worker:
         log.info("worker_stopped")
 
     def stop_on_signals(self) -> None:
-        def handle(_signum: int, _frame: FrameType | None) -> None:
-            # Nothing but the flag: a handler runs between two bytecodes of the main thread, which may be
-            # inside a log call holding structlog's (non-reentrant) write lock, so logging here can deadlock.
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        # Nothing but the flag, and set from another thread (hostatlas.signals): a handler runs between two
+        # bytecodes of the main thread, which may hold structlog's write lock or the event's own lock.
+        set_on_signals(self.stopping)

@@ -112,7 +112,9 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
 
     def request_stop(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping", signum)
-        stop.set()
+        # From another thread: the handler may run while the main thread is inside stop.wait(), holding the
+        # event's non-reentrant lock, and stop.set() here would then wait for it forever.
+        threading.Thread(target=stop.set, daemon=True).start()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)

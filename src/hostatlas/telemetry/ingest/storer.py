@@ -39,6 +39,7 @@ import structlog
 from hostatlas.clock import now_unix
 from hostatlas.pipelines.quarantine import describe
 from hostatlas.settings import Settings
+from hostatlas.signals import set_on_signals
 from hostatlas.telemetry.ingest.decode import Limits, decode_frame, insert, limits_of
 from hostatlas.telemetry.ingest.quarantine import FrameQuarantine
 from hostatlas.telemetry.ingest.spool import (
@@ -342,7 +343,7 @@ def main(directory: Path, parent: int) -> None:
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
     configure_logging(settings.log_level, json=settings.log_json)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    set_on_signals(stop, signal.SIGTERM)
     lock = hold_lock(directory / STORER_LOCK)
     if lock is None:
         log.error("telemetry_storer_already_running", directory=str(directory))
