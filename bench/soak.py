@@ -344,7 +344,9 @@ async def _sample_until(done: asyncio.Event, meter: Meter, report: SoakReport, s
 
 async def _load(deployment: Deployment, plan: Plan, meter: Meter) -> tuple[SoakReport, Fleet]:
     windows = max(1, int(plan.duration / plan.sample_every + 0.999))
-    connector = aiohttp.TCPConnector(limit=plan.connections)
+    # Idle connections are let go before uvicorn's 5 s keep-alive ends: reusing one the node is closing at that
+    # moment fails the request (aiohttp's default keeps them 15 s). One such request failed a CI run of the test.
+    connector = aiohttp.TCPConnector(limit=plan.connections, keepalive_timeout=2.0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         began = time.perf_counter()
         fleet = await _prepare(session, deployment, plan)
