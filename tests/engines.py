@@ -23,6 +23,8 @@ from pathlib import Path
 import psycopg
 import redis
 
+from tests.support import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "scripts" / "clickhouse-cluster"
 START_TIMEOUT_S = 60.0
@@ -39,12 +41,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(ready: object, what: str, process: subprocess.Popen[bytes] | None, log: Path) -> None:
@@ -207,7 +203,7 @@ def _cluster_ports_free(base: int, zookeeper: int) -> bool:
     return all(_port_is_free(port) for port in wanted)
 
 
-def _pick_cluster_ports() -> tuple[int, int]:
+def pick_cluster_ports() -> tuple[int, int]:
     """A port base whose six derived ports (see scripts/clickhouse-cluster) and a ZooKeeper port are all free."""
     for _ in range(50):
         base = random.randrange(21000, 30000, 10)
@@ -262,7 +258,7 @@ class PrivateClickHouseCluster:
 def private_clickhouse_cluster(workdir: Path) -> Iterator[PrivateClickHouseCluster]:
     if shutil.which("clickhouse-server") is None or not CLUSTER_SCRIPT.exists():
         raise EngineMissing("no clickhouse-server binary or scripts/clickhouse-cluster")
-    base, zookeeper = _pick_cluster_ports()
+    base, zookeeper = pick_cluster_ports()
     engine = PrivateClickHouseCluster(workdir / "clickhouse-cluster", base, zookeeper)
     try:
         engine.start()

@@ -7,7 +7,6 @@ stop/start test runs a second cluster of its own, on other ports and in a tempor
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from clickhouse_driver import Client
 
+from tests.engines import pick_cluster_ports
 from tests.support import CLICKHOUSE_CLUSTER, CLICKHOUSE_MIRROR_CLUSTER, wait_until
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "clickhouse-cluster"
@@ -111,32 +111,6 @@ def test_the_mirror_cluster_replicates_between_the_servers(clickhouse_cluster_db
 
 # --- a private cluster, stopped and started again --------------------------------------------------------------
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_base() -> int:
-    """A base whose six cluster ports (scripts/clickhouse-cluster: base+1..2, base-899..898, base+201..202) are free."""
-    for _ in range(50):
-        base = random.randrange(21000, 30000, 10)
-        if all(_port_is_free(port) for port in (base + 1, base + 2, base - 899, base - 898, base + 201, base + 202)):
-            return base
-    raise AssertionError("no free port range for a private cluster")
-
-
-def _free_zookeeper_port(base: int) -> int:
-    for _ in range(50):
-        port = random.randrange(30000, 40000)
-        if _port_is_free(port):
-            return port
-    raise AssertionError(f"no free port for the private ZooKeeper (cluster base {base})")
-
-
 def _refuses(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -148,8 +122,7 @@ def _refuses(port: int) -> bool:
 class PrivateCluster:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.base = _free_port_base()
-        self.zookeeper_port = _free_zookeeper_port(self.base)
+        self.base, self.zookeeper_port = pick_cluster_ports()
         self.ports = [self.base + 1, self.base + 2]
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
