@@ -252,3 +252,14 @@ def private_cluster(tmp_path: Path) -> Iterator[PrivateClickHouseCluster]:
             yield engine
     except EngineMissing as missing:
         require_service("a private ClickHouse cluster", False, str(missing))
+
+
+def require_redis() -> None:
+    """The shared Redis answers (skipped outside CI, a failure under CI=true, as require_service)."""
+    import redis
+
+    try:
+        reachable = bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        reachable = False
+    require_service("Redis", reachable, REDIS_URL)

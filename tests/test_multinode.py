@@ -18,13 +18,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis
 from clickhouse_driver import Client  # type: ignore[import-untyped]
 
 from hostatlas.db.engine import Database
 from hostatlas.teams import service as teams
 from hostatlas.teams.models import Plan
-from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_service
+from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_redis, require_service
 from tests.receiver import Receiver, receiver
 from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_until
 from tests.topology import Topology, database_on_cluster, topology
@@ -63,11 +62,7 @@ def cluster_database(clickhouse_cluster_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, install_url: str, clickhouse_cluster_url: str,
             cluster_database: str) -> Iterator[Topology]:
-    try:
-        reachable = bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
-    except redis.RedisError:
-        reachable = False
-    require_service("Redis", reachable, REDIS_URL)
+    require_redis()
     with topology(tmp_path_factory.mktemp("multinode"), database_url=install_url, redis_url=REDIS_URL,
                   clickhouse_url=clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}",
                   clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2,

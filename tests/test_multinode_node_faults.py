@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 import pytest
-import redis
 from clickhouse_driver import Client  # type: ignore[import-untyped]
 from sqlalchemy import select
 
@@ -35,7 +34,7 @@ from hostatlas.teams import service as teams
 from hostatlas.teams.models import Plan
 from hostatlas.telemetry.ingest.spool import OPEN_SUFFIX, SEGMENT_SUFFIX, Kind, read_frames
 from hostatlas.webhooks.models import DeliveryStatus, WebhookDelivery
-from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_service
+from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_redis, require_service
 from tests.fault_agents import count, report_fault
 from tests.receiver import Received, Reply, receiver
 from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_until
@@ -81,11 +80,7 @@ def cluster_database(clickhouse_cluster_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, install_url: str, clickhouse_cluster_url: str,
             cluster_database: str) -> Iterator[Topology]:
-    try:
-        reachable = bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
-    except redis.RedisError:
-        reachable = False
-    require_service("Redis", reachable, REDIS_URL)
+    require_redis()
     with topology(tmp_path_factory.mktemp("node-faults"), database_url=install_url, redis_url=REDIS_URL,
                   clickhouse_url=clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}",
                   clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2, env=NODE_ENV,
