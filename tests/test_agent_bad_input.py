@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -10,8 +11,11 @@ import pytest
 import zstandard
 from fastapi.testclient import TestClient
 
+from hostatlas.app import create_app
+from hostatlas.db.engine import Database
 from hostatlas.http import runtime
 from hostatlas.servers.checkins import CheckinBuffer
+from hostatlas.settings import Settings
 from tests.support import SEED_SNAPSHOT, Story, bearer, enrol, host_facts
 
 JSON = {"Content-Type": "application/json"}
@@ -113,3 +117,55 @@ def test_oversized_and_invalid_lists_are_field_errors(client: TestClient, story:
                                json=dict(host_facts(), cpu_cores=-2, machine_id=""))
     assert {f["field"] for f in bad_register.json()["error"]["fields"]} == {"cpu_cores", "machine_id"}
     assert _state(client, story, server_id) == before
+
+
+
+def _leave_mid_body(client: TestClient, path: str, token: str, extra_headers: list[tuple[bytes, bytes]]) -> list[Any]:
+    """Send half a body through the app, then the client's disconnect; the messages the app sent back."""
+    sent: list[dict[str, Any]] = []
+    parts: Iterator[dict[str, Any]] = iter([{"type": "http.request", "body": b'{"series": [{"na', "more_body": True},
+                  {"type": "http.disconnect"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(parts)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                         (b"content-length", b"4000"), (b"authorization", f"Bearer {token}".encode()),
+                         *extra_headers]}
+    async def request() -> None:
+        await client.app(scope, receive, send)
+
+    assert client.portal is not None
+    client.portal.call(request)
+    return sent
+
+
+@pytest.mark.parametrize("kind", ["metrics", "logs", "check-in"])
+@pytest.mark.parametrize("route", ["fast path", "regular route", "compressed"])
+def test_a_client_leaving_mid_body_is_logged_without_a_trace(client: TestClient, story: Story, db: Database,
+                                                             settings: Settings, kind: str, route: str,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """An agent whose connection drops halfway through a request: no 500, no traceback, nothing stored.
+    The fast path serves agents a node has seen; a node that just started sends them through the routes."""
+    _server_id, token = enrol(client, story.admin_a)
+    client.post("/api/v1/agent/check-in", headers=bearer(token), json={})  # the node now knows the agent
+    capfd.readouterr()
+    if route == "regular route":
+        with TestClient(create_app(settings, db=db), raise_server_exceptions=False) as fresh:
+            sent = _leave_mid_body(fresh, f"/api/v1/agent/{kind}", token, [])
+    else:
+        sent = _leave_mid_body(client, f"/api/v1/agent/{kind}", token,
+                               [(b"content-encoding", b"gzip")] if route == "compressed" else [])
+    logged = "".join(capfd.readouterr())
+    assert "unhandled_error" not in logged and "Traceback" not in logged
+    assert "client_disconnected" in logged
+    assert sent == []  # nobody is left to answer
+    answer = client.post(f"/api/v1/agent/{kind}", headers=bearer(token),
+                         json={"series": []} if kind == "metrics" else {"entries": []} if kind == "logs" else {})
+    assert answer.status_code == 200, answer.text

@@ -49,8 +49,6 @@ class AgentFastPath:
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
-        if body is None:
-            return
         app_runtime = runtime.of_scope(scope)
         answer: dict[str, Any]
         try:

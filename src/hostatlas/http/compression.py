@@ -182,18 +182,15 @@ class RequestDecompression:
         except HttpError as error:
             await _send_refusal(send, scope, error)
             return
-        if decoded is not None:
-            await self.app(*decoded, send)
+        await self.app(*decoded, send)
 
-    async def _decoded(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive] | None:
-        """The request as the app should see it, or None if the client left before sending its body."""
+    async def _decoded(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+        """The request as the app should see it (a client that leaves first: ClientDisconnect, for ApiGuard)."""
         coding = content_coding(scope["headers"])
         if coding is None:
             return scope, receive
         # ApiGuard's receive raises its own 413 once the compressed bytes pass max_body_bytes.
         compressed = await read_body(receive)
-        if compressed is None:
-            return None
         body = await self._inflate(coding, compressed)
         return _decoded_scope(scope, len(body)), replay_body(body, receive)
 

@@ -13,6 +13,7 @@ import random
 import re
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hostatlas import tokens
@@ -97,6 +98,10 @@ class ApiGuard:
             if started:
                 raise
             await self._refuse(send, extra_headers, error.status_code, error.code, str(error.detail), request_id)
+        except ClientDisconnect:
+            # The client left before its body arrived (a route read it with request.body()): nobody is left to
+            # answer and nothing was stored, so this is not an error to trace. Agents retry the batch elsewhere.
+            log.info("client_disconnected", request_id=request_id, path=path, method=scope["method"])
         except Exception:
             log.exception("unhandled_error", request_id=request_id, path=path, method=scope["method"])
             if started:
