@@ -16,7 +16,8 @@ lint: deps
 
 # The whole suite: lint, types, then the tests on SQLite and PostgreSQL (+ Redis, ClickHouse), in four pytest-xdist
 # processes (HOSTATLAS_TEST_WORKERS; most tests wait on real servers and processes, so four beat one even on two
-# cores), a test file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once. Suites whose
+# cores), a test file per process (--dist loadfile): a module's fixtures, such as a running serve, are started once; the
+# modules marked long_running go first, longest first (tests/conftest.py), so none is left alone at the end. Suites whose
 # service is missing are skipped with a message, except under CI=true where they fail the run.
 # ClickHouse is installed and started by scripts/clickhouse unless HOSTATLAS_TEST_CLICKHOUSE_URL names one; the
 # two-shard cluster (+ ZooKeeper) by scripts/clickhouse-cluster unless HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL does.
@@ -42,4 +43,4 @@ test: lint
 	  fi; \
 	fi; \
 	HOSTATLAS_TEST_CLICKHOUSE_URL="$$url" HOSTATLAS_TEST_CLICKHOUSE_CLUSTER_URL="$$cluster_url" \
-	  uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-4}" --dist loadfile $(ARGS)
+	  uv run --frozen pytest -n "$${HOSTATLAS_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder $(ARGS)

@@ -39,6 +39,20 @@ os.environ.setdefault("HOSTATLAS_SECRET_KEY", Fernet.generate_key().decode())
 os.environ.setdefault("HOSTATLAS_LOCAL_AGENT", "false")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the long-running modules first, longest first (their `long_running(seconds)` marker).
+
+    `make test` hands whole modules to the xdist processes in collection order (`--dist loadfile
+    --no-loadscope-reorder`); a 100 s module picked up last keeps the whole run waiting for it alone, while
+    longest-first leaves the short modules to fill the gaps at the end. Stable: the rest keep their order."""
+    def weight(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("long_running")
+        return -float(marker.args[0]) if marker else 0.0
+
+    items.sort(key=weight)
+
+
 def require_service(name: str, reachable: bool, detail: str) -> None:
     """Skip when a service is missing on a developer's machine; under CI a missing service is a failure."""
     if reachable:

@@ -46,7 +46,8 @@ print("AGENT-MODULES " + json.dumps(files))
 sys.exit(code)
 """
 
-pytestmark = pytest.mark.timeout(300)  # a cold cache builds a venv: more than the suite's default 120 s
+# A cold cache builds a venv: more than the suite's default 120 s.
+pytestmark = [pytest.mark.long_running(65), pytest.mark.timeout(300)]
 
 
 def missing(what: str) -> None:

@@ -7,8 +7,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.agent_harness import AgentUnderTest, create_key, running_agent
 from tests.support import free_port, running_server
+
+pytestmark = pytest.mark.long_running(40)
 
 SERVE_ENV = {"HOSTATLAS_DATABASE_URL": "", "HOSTATLAS_TELEMETRY_BATCH_DELAY": "0.2", "HOSTATLAS_FLUSH_INTERVAL": "0.2",
              "HOSTATLAS_LOCAL_AGENT": "false"}

@@ -22,6 +22,8 @@ from hostatlas.telemetry.storage.embedded import EmbeddedStore
 from tests.alert_rows import T0, add_server, alert_events, feed, run, tick
 from tests.support import Story, assert_envelope, bearer, hostatlas_command
 
+pytestmark = pytest.mark.long_running(50)
+
 BASE = "/api/v1/alert-rules"
 RULE = {"name": "Disk almost full", "metric": "disk.used_percent", "label_filters": {"mount": "/"},
         "operator": ">=", "threshold": 90, "recovery_threshold": 85, "for_s": 300, "severity": "critical"}

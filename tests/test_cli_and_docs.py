@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.support import hostatlas_command, running_server
+
+pytestmark = pytest.mark.long_running(40)
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

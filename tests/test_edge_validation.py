@@ -19,6 +19,8 @@ from hostatlas.http import runtime
 from hostatlas.servers.checkins import CheckinBuffer
 from tests.support import SEED_SNAPSHOT, Story, assert_envelope, bearer, enrol, host_facts
 
+pytestmark = pytest.mark.long_running(90)
+
 NUL = "x\u0000y"
 SURROGATE = "x\ud800y"
 BEYOND_64_BITS = [2**63, 10**23]

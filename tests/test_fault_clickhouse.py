@@ -36,7 +36,7 @@ from tests.fault_agents import (
 from tests.support import enrol, issue_key, wait_until
 from tests.topology import Topology, topology
 
-pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres]
+pytestmark = [pytest.mark.long_running(110), pytest.mark.clickhouse, pytest.mark.postgres]
 
 OUTAGE_S = 60.0  # the issue's figure
 STUCK_AFTER_S = 20  # shorter than the outage, so /readyz must report the lag while ClickHouse is down

@@ -19,7 +19,7 @@ from tests.support import wait_until
 from tests.test_fault_clickhouse import DATABASE, NODE_ENV, _enrolled_agents, _stored
 from tests.topology import topology
 
-pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres]
+pytestmark = [pytest.mark.long_running(45), pytest.mark.clickhouse, pytest.mark.postgres]
 
 
 @pytest.mark.timeout(300)

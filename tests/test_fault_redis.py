@@ -36,7 +36,7 @@ from tests.receiver import Receiver, receiver
 from tests.support import bearer, enrol, issue_key, wait_until
 from tests.topology import Topology, topology
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.clickhouse]
+pytestmark = [pytest.mark.long_running(35), pytest.mark.redis, pytest.mark.postgres, pytest.mark.clickhouse]
 
 LIMIT = 200  # per minute and identity; a probe's burst fits in one window, an agent's minute stays well below
 NODE_ENV = {"HOSTATLAS_RATE_LIMIT": f"{LIMIT}/minute", "HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true",

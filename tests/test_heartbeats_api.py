@@ -17,6 +17,8 @@ from hostatlas.http import runtime
 from hostatlas.teams.models import Team
 from tests.support import Story, assert_envelope, bearer, enrol
 
+pytestmark = pytest.mark.long_running(40)
+
 SEED_EXAMPLE = {"name": "nightly-backup", "interval": 86400, "grace": 3600}
 T0 = datetime(2026, 3, 21, 14, 0, tzinfo=UTC)
 

@@ -23,6 +23,8 @@ import pytest
 from hostatlas.localagent import platform_url
 from tests.support import free_port, hostatlas_command, running_server, wait_until
 
+pytestmark = pytest.mark.long_running(65)
+
 AGENT_RUNNER = Path(__file__).resolve().parents[1] / "agent" / "src" / "hostatlas_agent" / "runner.py"
 
 

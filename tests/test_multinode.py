@@ -29,7 +29,8 @@ from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_unt
 from tests.topology import Topology, database_on_cluster, topology
 
 # The module's topology starts in the first test's setup: 20-50 s here, up to topology.START_TIMEOUT when loaded.
-pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.long_running(40), pytest.mark.clickhouse, pytest.mark.postgres,
+              pytest.mark.redis, pytest.mark.timeout(480)]
 
 # Small enough to run out of in a test, large enough for the polling the other tests do with their own keys.
 RATE_LIMIT = 150

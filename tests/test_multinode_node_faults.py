@@ -41,7 +41,8 @@ from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_unt
 from tests.topology import Node, Topology, database_on_cluster, topology
 
 # The module's topology starts in the first test's setup: 20-50 s here, up to topology.START_TIMEOUT when loaded.
-pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.long_running(40), pytest.mark.clickhouse, pytest.mark.postgres,
+              pytest.mark.redis, pytest.mark.timeout(480)]
 
 METRIC = "fault.node_kill"
 LEASE_SECONDS = 4

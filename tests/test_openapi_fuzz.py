@@ -29,6 +29,8 @@ from hostatlas.teams import service as teams
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG
 from tests.support import enrol, issue_key, running_server
 
+pytestmark = pytest.mark.long_running(210)
+
 # Per operation: this many generated cases (the coverage phase adds its boundary cases to them).
 FUZZ_EXAMPLES = 8
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance")

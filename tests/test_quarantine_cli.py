@@ -20,6 +20,8 @@ from hostatlas.servers.checkins import Checkin
 from hostatlas.servers.models import Server
 from tests.support import Story, enrol, hostatlas_command
 
+pytestmark = pytest.mark.long_running(75)
+
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 

@@ -25,6 +25,8 @@ from hostatlas.webhooks.models import Webhook
 from tests.conftest import private_postgres_schema
 from tests.support import Story, bearer, enrol, hostatlas_command, running_server
 
+pytestmark = pytest.mark.long_running(45)
+
 PUBLIC_URL = "https://93.184.216.34/hooks/T024BE7LD/B0"
 # A raw credential of any kind: API key, agent token or webhook secret.
 RAW_CREDENTIAL = re.compile(r"(sk_live_|agt_|whsec_)[A-Za-z0-9+/=_-]{16,}")

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import soak  # noqa: E402 - bench/ is on the path only now
 
 # Topology start (~20 s, more on a loaded machine) + 60 s of load + the storage wait.
-pytestmark = [pytest.mark.clickhouse, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.long_running(85), pytest.mark.clickhouse, pytest.mark.postgres,
+              pytest.mark.redis, pytest.mark.timeout(300)]
 
 # A leak of a few hundred bytes a request (45,000 requests after the warm-up) breaks this bound; the
 # allocator's and caches' settling after the warm-up stays well within it (measured: under 2 MiB).

@@ -37,6 +37,8 @@ from hostatlas.telemetry.storage.contract import Agg, MetricPoint, SeriesQuery, 
 from hostatlas.telemetry.storage.embedded import EmbeddedStore
 from tests.support import Story, bearer, enrol, hostatlas_command, running_server, wait_until
 
+pytestmark = pytest.mark.long_running(90)
+
 NOW = int(time.time())
 JSON = {"Content-Type": "application/json"}
 DEEP = 100_000  # deeper than any JSON parser here recurses

@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient
 
 from tests.support import Story, assert_envelope, bearer, enrol
 
+pytestmark = pytest.mark.long_running(40)
+
 NOW = int(time.time())
 BEYOND_64_BITS = str(2**64)
 

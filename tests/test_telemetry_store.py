@@ -41,6 +41,8 @@ from tests.telemetry_data import (
     wave_day,
 )
 
+pytestmark = pytest.mark.long_running(90)
+
 
 @pytest.fixture(scope="module")
 def cluster_database(clickhouse_cluster_url: str) -> Iterator[ClusterStore]:

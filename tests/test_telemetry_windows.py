@@ -30,6 +30,8 @@ from hostatlas.telemetry.storage.series import matches_labels
 from tests.cluster_store import ClusterStore, cluster_store
 from tests.telemetry_data import AGGREGATES, DAY, DAY_START, OTHER_TEAM, TEAM, insert_in_batches
 
+pytestmark = pytest.mark.long_running(70)
+
 SERVERS = (11, 12, 13, 14)
 T0 = DAY_START + 600
 

@@ -41,6 +41,8 @@ from hostatlas.telemetry.storage.contract import Agg, LogQuery, LogRecord, Metri
 from hostatlas.telemetry.storage.embedded import EmbeddedStore
 from tests.support import Story, bearer, enrol, hostatlas_command, running_server, wait_until
 
+pytestmark = pytest.mark.long_running(80)
+
 NOW = time.time()
 
 

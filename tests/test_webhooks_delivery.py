@@ -28,6 +28,8 @@ from hostatlas.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from tests.receiver import Received, Reply, closed_port_url, receiver
 from tests.support import Story, wait_until
 
+pytestmark = pytest.mark.long_running(50)
+
 # The receivers listen on loopback; names the tests make up resolve there when a webhook is saved (what they
 # resolve to at delivery is each test's own resolver).
 LOOPBACK_ALLOWED = service.Destinations(allow_private=True, resolver=lambda host, port: ["127.0.0.1"])
