@@ -28,6 +28,7 @@ from hostatlas.settings import Settings
 from hostatlas.teams.models import DEFAULT_TEAM_SLUG, Team
 from tests.engines import EngineMissing, PrivateClickHouseCluster, private_clickhouse_cluster
 from tests.support import CLICKHOUSE_CLUSTER, Story, make_story
+from tests.topology import Topology, database_on_cluster, topology
 
 POSTGRES_URL = os.environ.get("HOSTATLAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HOSTATLAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -266,6 +267,47 @@ def private_cluster(tmp_path: Path) -> Iterator[PrivateClickHouseCluster]:
             yield engine
     except EngineMissing as missing:
         require_service("a private ClickHouse cluster", False, str(missing))
+
+
+# The multi-node modules (tests/test_multinode*.py) each start one deployment for the whole module: their own
+# PostgreSQL schema and ClickHouse database, two API nodes and two workers configured by the module's NODE_ENV
+# (every process) and NODE_OVERRIDES (by process name, optional).
+def _module_name(request: pytest.FixtureRequest) -> str:
+    return str(request.module.__name__).rsplit(".", 1)[-1].removeprefix("test_")
+
+
+@pytest.fixture(scope="module")
+def install_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    problem = _postgres_problem()
+    require_service("PostgreSQL", problem is None, problem or "")
+    with private_postgres_schema(f"hostatlas_{_module_name(request)}") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cluster_database(request: pytest.FixtureRequest, clickhouse_cluster_url: str) -> Iterator[str]:
+    """A database of the module's own on every server of the cluster; its name."""
+    with database_on_cluster(clickhouse_cluster_url, CLICKHOUSE_CLUSTER, f"hostatlas_{_module_name(request)}") as url:
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, install_url: str,
+            clickhouse_cluster_url: str, cluster_database: str) -> Iterator[Topology]:
+    require_redis()
+    with topology(tmp_path_factory.mktemp(_module_name(request)), database_url=install_url, redis_url=REDIS_URL,
+                  clickhouse_url=clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}",
+                  clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2, env=request.module.NODE_ENV,
+                  node_env=getattr(request.module, "NODE_OVERRIDES", None)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def install_db(install_url: str, running: Topology) -> Iterator[Database]:
+    """The install's database, for what a test sets up directly (teams, keys) and counts."""
+    db = Database(install_url)
+    yield db
+    db.dispose()
 
 
 def require_redis() -> None:

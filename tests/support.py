@@ -52,6 +52,13 @@ def issue_key(db: Database, team_id: int, scopes: list[str], *, name: str = "tes
                                    expires_at=expires_at, now=utcnow(), granted_by=["*"]).raw
 
 
+def pro_team_key(db: Database, slug: str) -> str:
+    """A team of the test's own (on the uncapped plan) and a key with every scope."""
+    with db.session(write=True) as session:
+        team_id = teams.create_team(session, slug, plan=Plan.PRO).id
+    return issue_key(db, team_id, ["*"], name=slug)
+
+
 def make_story(db: Database) -> Story:
     with db.session(write=True) as session:
         team_a = teams.get_team_by_slug(session, DEFAULT_TEAM_SLUG).id

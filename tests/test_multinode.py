@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,12 +20,9 @@ import pytest
 from clickhouse_driver import Client  # type: ignore[import-untyped]
 
 from hostatlas.db.engine import Database
-from hostatlas.teams import service as teams
-from hostatlas.teams.models import Plan
-from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_redis, require_service
 from tests.receiver import Receiver, receiver
-from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_until
-from tests.topology import Topology, database_on_cluster, topology
+from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, pro_team_key, wait_until
+from tests.topology import Topology
 
 # The module's topology starts in the first test's setup: 20-50 s here, up to topology.START_TIMEOUT when loaded.
 pytestmark = [pytest.mark.long_running(40), pytest.mark.clickhouse, pytest.mark.postgres,
@@ -43,47 +39,6 @@ NODE_ENV = {
     "HOSTATLAS_WEBHOOK_ALLOW_PRIVATE": "true",
     "HOSTATLAS_TELEMETRY_BATCH_DELAY": "0.2",
 }
-
-
-@pytest.fixture(scope="module")
-def install_url() -> Iterator[str]:
-    problem = _postgres_problem()
-    require_service("PostgreSQL", problem is None, problem or "")
-    with private_postgres_schema("hostatlas_multinode") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def cluster_database(clickhouse_cluster_url: str) -> Iterator[str]:
-    """A database of this module's on every server of the cluster; its name."""
-    with database_on_cluster(clickhouse_cluster_url, CLICKHOUSE_CLUSTER, "hostatlas_multinode") as url:
-        yield url.rsplit("/", 1)[1]
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory, install_url: str, clickhouse_cluster_url: str,
-            cluster_database: str) -> Iterator[Topology]:
-    require_redis()
-    with topology(tmp_path_factory.mktemp("multinode"), database_url=install_url, redis_url=REDIS_URL,
-                  clickhouse_url=clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}",
-                  clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2,
-                  env=NODE_ENV) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def install_db(install_url: str, running: Topology) -> Iterator[Database]:
-    """The install's database, for what the test sets up directly (teams, keys) and counts."""
-    db = Database(install_url)
-    yield db
-    db.dispose()
-
-
-def _team_key(db: Database, slug: str) -> str:
-    """A team of the test's own (on the uncapped plan) and a key with every scope."""
-    with db.session(write=True) as session:
-        team_id = teams.create_team(session, slug, plan=Plan.PRO).id
-    return issue_key(db, team_id, ["*"], name=slug)
 
 
 def _rows_per_shard(clickhouse_cluster_url: str, database: str) -> list[dict[int, int]]:
@@ -107,7 +62,7 @@ def _rows_per_shard(clickhouse_cluster_url: str, database: str) -> list[dict[int
 def test_telemetry_sent_to_one_node_is_read_through_the_other(running: Topology, install_db: Database,
                                                               clickhouse_cluster_url: str,
                                                               cluster_database: str) -> None:
-    key = _team_key(install_db, "readers")
+    key = pro_team_key(install_db, "readers")
     node_a, node_b = running.nodes
     now = int(time.time())
     start = now - now % 60 - 600  # whole minutes ago: every point in its own 15 s raw bucket
@@ -158,7 +113,7 @@ def test_a_rate_limit_budget_is_shared_by_the_nodes(running: Topology, install_d
     """Requests alternating between the nodes run out after one budget, not one per node. The first request of
     a key on each node is charged to the client's address (ratelimit.py: the node does not know the key yet),
     so one budget plus at most one request per node gets through."""
-    key = _team_key(install_db, "limited")
+    key = pro_team_key(install_db, "limited")
     clients = [httpx.Client(base_url=node.url, headers=bearer(key), timeout=30) for node in running.nodes]
     answers: list[tuple[str, int, dict[str, str]]] = []
     started = time.monotonic()
@@ -206,7 +161,7 @@ def test_a_silent_server_fires_one_offline_and_one_online_across_nodes_and_worke
         running: Topology, install_db: Database) -> None:
     """Two workers sweep for silent servers and two nodes flush check-ins: each flip is one event and one
     delivery. The server is enrolled through node A and checks in through node B."""
-    key = _team_key(install_db, "silent")
+    key = pro_team_key(install_db, "silent")
     node_a, node_b = running.nodes
     with receiver() as hook, httpx.Client(base_url=node_a.url, headers=bearer(key), timeout=30) as a, \
             httpx.Client(base_url=node_b.url, headers=bearer(key), timeout=30) as b:
@@ -261,7 +216,7 @@ def test_a_silent_server_fires_one_offline_and_one_online_across_nodes_and_worke
 def test_each_event_is_delivered_once_by_two_workers(running: Topology, install_db: Database) -> None:
     """Twenty incidents reported through both nodes: twenty incident.created deliveries, each received once,
     each with one attempt recorded, whichever worker claimed it."""
-    key = _team_key(install_db, "hooks")
+    key = pro_team_key(install_db, "hooks")
     reports = 20
     with receiver() as hook, httpx.Client(base_url=running.nodes[0].url, headers=bearer(key), timeout=30) as a, \
             httpx.Client(base_url=running.nodes[1].url, headers=bearer(key), timeout=30) as b:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -30,15 +29,12 @@ from clickhouse_driver import Client  # type: ignore[import-untyped]
 from sqlalchemy import select
 
 from hostatlas.db.engine import Database
-from hostatlas.teams import service as teams
-from hostatlas.teams.models import Plan
 from hostatlas.telemetry.ingest.spool import OPEN_SUFFIX, SEGMENT_SUFFIX, Kind, read_frames
 from hostatlas.webhooks.models import DeliveryStatus, WebhookDelivery
-from tests.conftest import REDIS_URL, _postgres_problem, private_postgres_schema, require_redis, require_service
 from tests.fault_agents import count, report_fault
 from tests.receiver import Received, Reply, receiver
-from tests.support import CLICKHOUSE_CLUSTER, bearer, enrol, issue_key, wait_until
-from tests.topology import Node, Topology, database_on_cluster, topology
+from tests.support import bearer, enrol, pro_team_key, wait_until
+from tests.topology import Node, Topology
 
 # The module's topology starts in the first test's setup: 20-50 s here, up to topology.START_TIMEOUT when loaded.
 pytestmark = [pytest.mark.long_running(40), pytest.mark.clickhouse, pytest.mark.postgres,
@@ -60,46 +56,7 @@ NODE_ENV = {
 # Node A stores nothing before it dies (a segment closes after this many seconds), so everything it
 # acknowledged is in its spool when it is killed and recovery carries all of it. This also keeps the kill
 # away from the storer's own at-least-once window (an INSERT done, its segment not yet deleted: storer.py).
-SPOOL_EVERYTHING = {"HOSTATLAS_TELEMETRY_BATCH_DELAY": "120"}
-
-
-@pytest.fixture(scope="module")
-def install_url() -> Iterator[str]:
-    problem = _postgres_problem()
-    require_service("PostgreSQL", problem is None, problem or "")
-    with private_postgres_schema("hostatlas_node_faults") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def cluster_database(clickhouse_cluster_url: str) -> Iterator[str]:
-    """A database of this module's on every server of the cluster; its name."""
-    with database_on_cluster(clickhouse_cluster_url, CLICKHOUSE_CLUSTER, "hostatlas_node_faults") as url:
-        yield url.rsplit("/", 1)[1]
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory, install_url: str, clickhouse_cluster_url: str,
-            cluster_database: str) -> Iterator[Topology]:
-    require_redis()
-    with topology(tmp_path_factory.mktemp("node-faults"), database_url=install_url, redis_url=REDIS_URL,
-                  clickhouse_url=clickhouse_cluster_url.rsplit("/", 1)[0] + f"/{cluster_database}",
-                  clickhouse_cluster=CLICKHOUSE_CLUSTER, nodes=2, workers=2, env=NODE_ENV,
-                  node_env={"node-a": SPOOL_EVERYTHING}) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def install_db(install_url: str, running: Topology) -> Iterator[Database]:
-    db = Database(install_url)
-    yield db
-    db.dispose()
-
-
-def _team_key(db: Database, slug: str) -> str:
-    with db.session(write=True) as session:
-        team_id = teams.create_team(session, slug, plan=Plan.PRO).id
-    return issue_key(db, team_id, ["*"], name=slug)
+NODE_OVERRIDES = {"node-a": {"HOSTATLAS_TELEMETRY_BATCH_DELAY": "120"}}
 
 
 @dataclass
@@ -199,7 +156,7 @@ def _expected(agents: list[RetryingAgent], spooled_at_kill: Counter[tuple[int, i
 
 def test_an_api_node_killed_during_ingestion_loses_no_acknowledged_point(
         running: Topology, install_db: Database, clickhouse_cluster_url: str, cluster_database: str) -> None:
-    key = _team_key(install_db, "ingest")
+    key = pro_team_key(install_db, "ingest")
     node_a, node_b = running.nodes
     agents = []
     for index in range(4):  # two agents homed on each node, enrolled through their home node
@@ -278,7 +235,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_repeats_only_what_it_was
     """Worker 2 is frozen (SIGSTOP) before the events exist, so worker 1 alone fans them out and delivers them
     to a slow receiver; it is SIGKILLed with attempts in flight and worker 2 is let go (SIGCONT) to finish the
     queue. Exactly the deliveries in flight at the kill are received twice, and only once their lease ran out."""
-    key = _team_key(install_db, "hookfault")
+    key = pro_team_key(install_db, "hookfault")
     first, second = running.workers
     second.freeze()
     reports = 12
