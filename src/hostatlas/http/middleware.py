@@ -99,7 +99,7 @@ class ApiGuard:
                 raise
             await self._refuse(send, extra_headers, error.status_code, error.code, str(error.detail), request_id)
         except ClientDisconnect:
-            # The client left before its body arrived (a route read it with request.body()): nobody is left to
+            # The client left before its body arrived (asgi.read_body, or a route's request.body()): nobody is left to
             # answer and nothing was stored, so this is not an error to trace. Agents retry the batch elsewhere.
             log.info("client_disconnected", request_id=request_id, path=path, method=scope["method"])
         except Exception:
